@@ -1,0 +1,1 @@
+"""The harness: cells in isolated processes, probes, training loop, result records."""

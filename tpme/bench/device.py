@@ -1,0 +1,49 @@
+"""Where a cell runs: device resolution, synchronisation and autocast for a precision."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from tpme.errors import TpmeError
+
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TpmeError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TpmeError(f"device {name!r} asked for but no CUDA GPU is visible", "use --device cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise TpmeError(f"device type {device.type!r} is not supported", "use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """fp32: no autocast; fp16/bf16: autocast on the device (fp16 on CPU is supported by torch)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """fp16 needs loss scaling against gradient underflow; other precisions get a disabled scaler."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"

@@ -1,0 +1,67 @@
+"""Where a cell runs: a fresh subprocess per cell (the default) or this process (tests, debugging).
+
+A crash, OOM or timeout in a cell's process becomes that cell's record; the caller goes on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+from tpme.bench.cell import CellSpec, run_cell
+from tpme.bench.record import empty_record
+from tpme.bench.worker import failure_record
+
+STDERR_TAIL = 2000
+
+
+class Launcher(Protocol):
+    def run(self, spec: CellSpec) -> dict[str, Any]: ...
+
+
+class SubprocessLauncher:
+    """Each cell in its own Python process, so no allocator state, cache or leak crosses cells."""
+
+    def __init__(self, timeout_s: float | None = None, log_dir: str | Path | None = None):
+        self.timeout_s = timeout_s
+        self.log_dir = Path(log_dir) if log_dir else None
+
+    def run(self, spec: CellSpec) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="tpme-cell-") as tmp:
+            spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
+            spec_path.write_text(spec.to_json())
+            log_path = (self.log_dir / f"{spec.method.replace(':', '_')}-r{spec.repeat}.log") if self.log_dir else Path(tmp, "cell.log")
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+            with log_path.open("w") as log:
+                try:
+                    proc = subprocess.run([sys.executable, "-m", "tpme.bench.worker", str(spec_path), str(result_path)], stdout=log, stderr=subprocess.STDOUT, timeout=self.timeout_s, env=env)
+                    returncode = proc.returncode
+                except subprocess.TimeoutExpired:
+                    returncode = None
+            if result_path.is_file():
+                return json.loads(result_path.read_text())
+            rec = empty_record(spec.method, spec.options, spec.config, spec.repeat)
+            tail = log_path.read_text(errors="replace")[-STDERR_TAIL:]
+            if returncode is None:
+                rec.update(status="timeout", error=f"cell exceeded its timeout of {self.timeout_s:g} s")
+            elif returncode < 0:
+                rec.update(status="error", error=f"cell process killed by signal {-returncode}" + (" (SIGKILL: possibly out of host memory)" if returncode == -9 else ""))
+            else:
+                rec.update(status="error", error=f"cell process exited {returncode} without a result: {tail.strip()[-500:]}")
+            rec["log_tail"] = tail
+            return rec
+
+
+class InProcessLauncher:
+    """Runs the cell here: fast for tests, but cells share allocator state and caches."""
+
+    def run(self, spec: CellSpec) -> dict[str, Any]:
+        try:
+            return run_cell(spec)
+        except Exception as exc:
+            return failure_record(spec, exc)

@@ -1,0 +1,59 @@
+"""Entry point of a cell's own process: `python -m tpme.bench.worker SPEC.json RESULT.json`.
+
+Every outcome becomes a record: ok, oom (with the memory at failure) or error (with
+the traceback's last line and the full text in the record). The result file is written
+atomically (temp file, then rename) so the parent never reads half a record.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tpme.bench.cell import CellSpec, run_cell
+from tpme.bench.record import empty_record
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+
+
+def failure_record(spec: CellSpec, exc: BaseException) -> dict[str, Any]:
+    rec = empty_record(spec.method, spec.options, spec.config, spec.repeat)
+    rec["status"] = "oom" if _is_oom(exc) else "error"
+    rec["error"] = f"{type(exc).__name__}: {exc}".strip()
+    rec["traceback"] = traceback.format_exc()
+    if rec["status"] == "oom" and torch.cuda.is_available():
+        rec["memory"] = {"allocated_at_failure_bytes": torch.cuda.memory_allocated(), "peak_allocated_bytes": torch.cuda.max_memory_allocated()}
+    return rec
+
+
+def write_atomic(path: str | Path, record: dict[str, Any]) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, default=str))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str]) -> int:
+    spec_path, result_path = argv
+    spec = CellSpec.from_json(Path(spec_path).read_text())
+    try:
+        record = run_cell(spec, on_step=lambda: print(".", end="", file=sys.stderr, flush=True))
+    except BaseException as exc:  # every failure is a result, Ctrl-C included
+        record = failure_record(spec, exc)
+        write_atomic(result_path, record)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return 1
+    write_atomic(result_path, record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

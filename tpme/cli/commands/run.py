@@ -1,0 +1,86 @@
+"""`tpme run`: measure methods on one configuration and print the TPME table."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tpme.cli.common import add_weights_arg, parse_method_opts, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="benchmark methods: epoch time, trainable parameters, peak memory, TPME",
+        description="Benchmark methods, each cell (method x repeat) in a fresh process, and print the TPME table. "
+        "With no arguments: every registered method on the synthetic dataset at the `default` preset. "
+        "Writes results.jsonl and table.md into the run directory.",
+    )
+    p.add_argument("--methods", default="all", help="comma-separated method names, or `all` (default)")
+    p.add_argument("--preset", default="default", help="ci (seconds), default (minutes on a CPU), paper (DESIGN section 2)")
+    p.add_argument("--dataset", help="synthetic[:tiny|small|medium|scientific] or a dataset directory (default: the preset's)")
+    p.add_argument("--backbone", help="tiny|small|base or TEXT_DIR,IMAGE_DIR of local Hugging Face models (default: the preset's)")
+    p.add_argument("--batch-size", type=int, help="users per batch")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=int, help="timed steps; epoch time extrapolated from their median")
+    g.add_argument("--epochs", type=int, help="timed whole epochs; epoch time measured")
+    p.add_argument("--warmup-steps", type=int, help="untimed steps before timing")
+    p.add_argument("--repeats", type=int, default=1, help="cells per method (default 1)")
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="autocast precision (default: the preset's)")
+    p.add_argument("--seed", type=int, help="seed of data and initialisation")
+    add_weights_arg(p)
+    p.add_argument("--method-opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE", help="a method option (repeatable); unscoped options apply to every selected method")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE, which registers methods (repeatable)")
+    p.add_argument("--out", help="run directory (default: runs/<time>-<preset>)")
+    p.add_argument("--timeout", type=float, help="seconds before a cell is stopped and recorded as a timeout")
+    p.add_argument("--in-process", action="store_true", help="run cells in this process (debugging; cells then share allocator state)")
+    p.add_argument("--cache-dir", default=".tpme-cache", help="where one-off method caches live (default .tpme-cache)")
+    p.add_argument("--json", action="store_true", help="print the result records (each with its tpme) as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tpme.bench.launcher import InProcessLauncher, SubprocessLauncher
+    from tpme.bench.runner import RunPlan, default_out_dir, run_benchmark
+    from tpme.config import preset
+    from tpme.errors import TpmeError
+    from tpme.methods.registry import get_method, load_plugins, resolve_method_names
+    from tpme.metrics.tpme import Weights
+    from tpme.models.backbones import BackboneSpec
+    from tpme.reports.table import render_terminal
+
+    weights = Weights.parse(args.weights)
+    if args.repeats < 1:
+        raise TpmeError("--repeats must be at least 1")
+    cfg = preset(args.preset)
+    overrides = {
+        "dataset": args.dataset, "backbone": args.backbone, "batch_size": args.batch_size, "warmup_steps": args.warmup_steps,
+        "device": args.device, "precision": args.precision, "seed": args.seed,
+    }
+    if args.epochs is not None:
+        overrides.update(epochs=args.epochs, steps=None)
+    elif args.steps is not None:
+        overrides.update(steps=args.steps, epochs=None)
+    cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    BackboneSpec.parse(cfg.backbone)
+    from tpme.bench.device import resolve_device
+
+    resolve_device(cfg.train.device)
+    load_plugins(args.plugin)
+    names = resolve_method_names(args.methods)
+    options = parse_method_opts(args.method_opt, names)
+    for name in names:
+        get_method(name, options[name])  # bad options fail here, before any cell runs
+    out_dir = Path(args.out) if args.out else default_out_dir(cfg)
+    plan = RunPlan(cfg, [(n, options[n]) for n in names], out_dir, args.repeats, weights, args.plugin, args.cache_dir, ["tpme", "run", *sys.argv[2:]])
+    launcher = InProcessLauncher() if args.in_process else SubprocessLauncher(timeout_s=args.timeout, log_dir=out_dir / "logs")
+    print(f"tpme: {len(names)} method(s) x {args.repeats} repeat(s), preset {cfg.preset}, backbone {cfg.backbone}, dataset {cfg.data.dataset} -> {out_dir}", file=sys.stderr)
+    records = run_benchmark(plan, launcher, progress=not args.quiet)
+    if args.json:
+        print_json(records)
+    else:
+        print(render_terminal(records, weights))
+    print(f"tpme: results in {out_dir}/results.jsonl, table in {out_dir}/table.md", file=sys.stderr)
+    return 0 if all(r["status"] == "ok" for r in records) else 1

@@ -1,0 +1,131 @@
+"""Run configuration: what data, which backbones, how to train, and the named presets.
+
+A `RunConfig` is plain data (JSON round-trip) so that a cell can be re-created in a
+fresh process and recorded verbatim in its result.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from tpme.errors import TpmeError
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where items and users come from and how sequences are cut."""
+
+    dataset: str = "synthetic:small"  # synthetic[:SIZE] or a directory path
+    max_seq_len: int = 10
+    text_len: int = 30
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a cell trains and what is timed."""
+
+    batch_size: int = 16
+    steps: int | None = 8  # timed steps (epoch time extrapolated); None when epochs is set
+    epochs: int | None = None  # whole timed epochs (epoch time measured)
+    warmup_steps: int = 2
+    memory_steps: int = 2  # extra steps tracked for the CPU tensor-level peak (never timed)
+    lr: float = 1e-4
+    embed_dim: int = 64
+    precision: str = "fp32"
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a cell needs besides the method."""
+
+    preset: str = "default"
+    backbone: str = "small"  # tiny|small|base or TEXT_DIR,IMAGE_DIR
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        return cls(
+            preset=d["preset"],
+            backbone=d["backbone"],
+            data=DataConfig(**d["data"]),
+            train=TrainConfig(**d["train"]),
+        )
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """Override fields by flat name (`batch_size=32`, `dataset=...`, `backbone=...`)."""
+        data = {k: v for k, v in changes.items() if k in _fields(DataConfig)}
+        train = {k: v for k, v in changes.items() if k in _fields(TrainConfig)}
+        top = {k: v for k, v in changes.items() if k in ("preset", "backbone")}
+        unknown = set(changes) - set(data) - set(train) - set(top)
+        if unknown:
+            raise TpmeError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        cfg = dataclasses.replace(
+            self,
+            data=dataclasses.replace(self.data, **data),
+            train=dataclasses.replace(self.train, **train),
+            **top,
+        )
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        t = self.train
+        if t.precision not in PRECISIONS:
+            raise TpmeError(f"unknown precision {t.precision!r}", f"use one of {', '.join(PRECISIONS)}")
+        if (t.steps is None) == (t.epochs is None):
+            raise TpmeError("give exactly one of steps and epochs")
+        for name in ("batch_size", "embed_dim"):
+            if getattr(t, name) < 1:
+                raise TpmeError(f"{name} must be at least 1")
+        if t.steps is not None and t.steps < 1 or t.epochs is not None and t.epochs < 1:
+            raise TpmeError("steps and epochs must be at least 1")
+        if t.warmup_steps < 0 or t.memory_steps < 0:
+            raise TpmeError("warmup_steps and memory_steps must be non-negative")
+        if self.data.max_seq_len < 1 or self.data.text_len < 3:
+            raise TpmeError("max_seq_len must be >= 1 and text_len >= 3")
+
+
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+PRESETS: dict[str, RunConfig] = {
+    # seconds: the smallest shapes, for smoke tests and CI
+    "ci": RunConfig(
+        preset="ci",
+        backbone="tiny",
+        data=DataConfig(dataset="synthetic:tiny", max_seq_len=10, text_len=16),
+        train=TrainConfig(batch_size=8, steps=3, warmup_steps=1, memory_steps=1),
+    ),
+    # the whole registry on 2 CPU cores in a few minutes
+    "default": RunConfig(
+        preset="default",
+        backbone="small",
+        data=DataConfig(dataset="synthetic:small", max_seq_len=10, text_len=30),
+        train=TrainConfig(batch_size=16, steps=8, warmup_steps=2, memory_steps=1),
+    ),
+    # DESIGN section 2: BERT-base + ViT-base/16-224, Scientific-sized data, batch 32, fp16
+    "paper": RunConfig(
+        preset="paper",
+        backbone="base",
+        data=DataConfig(dataset="synthetic:scientific", max_seq_len=10, text_len=30),
+        train=TrainConfig(batch_size=32, steps=30, warmup_steps=5, memory_steps=1, precision="fp16"),
+    ),
+}
+
+
+def preset(name: str) -> RunConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise TpmeError(f"unknown preset {name!r}", f"use one of {', '.join(PRESETS)}") from None

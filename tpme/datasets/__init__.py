@@ -1,0 +1,1 @@
+"""Item and user data: synthetic generation, preprocessing, tokenisation, images, batching."""

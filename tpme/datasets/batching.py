@@ -1,0 +1,116 @@
+"""Training batches: B users' last L+1 training items, the batch's unique items and their features.
+
+Item features are gathered once per unique item (the recommender embeds each distinct
+item of a batch once) and only for the modalities the method's item tower reads.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from tpme.datasets.bundle import DataBundle
+from tpme.datasets.images import ImageSource, open_image_source
+from tpme.datasets.preprocess import pad_left
+
+TEXT, IMAGE = "text", "image"
+
+
+@dataclass
+class ItemBatch:
+    """Features of N items. Pixels travel as uint8 and are normalised on the device."""
+
+    item_ids: torch.Tensor  # [N] dense ids
+    input_ids: torch.Tensor | None = None  # [N, text_len]
+    attention_mask: torch.Tensor | None = None  # [N, text_len]
+    pixels: torch.Tensor | None = None  # [N, 3, H, W] uint8 or normalised float
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "ItemBatch":
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        pixels = move(self.pixels)
+        if pixels is not None and pixels.dtype == torch.uint8:
+            pixels = pixels.float().div_(127.5).sub_(1.0)  # mean 0.5, std 0.5
+        return ItemBatch(move(self.item_ids), move(self.input_ids), move(self.attention_mask), pixels)
+
+
+@dataclass
+class TrainBatch:
+    seq_index: torch.Tensor  # [B, L+1] index into the batch's unique items, -1 = padding
+    own: torch.Tensor  # [B, C] True where unique item c occurs in user b's sequence
+    log_pop: torch.Tensor  # [C] log popularity of the unique items (logQ correction)
+    items: ItemBatch
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "TrainBatch":
+        return replace(
+            self,
+            seq_index=self.seq_index.to(device, non_blocking=non_blocking),
+            own=self.own.to(device, non_blocking=non_blocking),
+            log_pop=self.log_pop.to(device, non_blocking=non_blocking),
+            items=self.items.to(device, non_blocking=non_blocking),
+        )
+
+
+class ItemFeatures:
+    """Gathers the features of given items for the requested modalities."""
+
+    def __init__(self, bundle: DataBundle, needs: frozenset[str], image_size: int, pad_token: int = 0):
+        self.tokens = torch.from_numpy(bundle.tokens.astype(np.int64))
+        self.pad_token = pad_token
+        self.needs = needs
+        self.image_size = image_size
+        self.images: ImageSource | None = open_image_source(bundle.image_source) if IMAGE in needs else None
+
+    def gather(self, items: np.ndarray) -> ItemBatch:
+        ids = torch.from_numpy(items)
+        batch = ItemBatch(ids)
+        if TEXT in self.needs:
+            batch.input_ids = self.tokens[ids]
+            batch.attention_mask = (batch.input_ids != self.pad_token).long()
+        if self.images is not None:
+            batch.pixels = torch.from_numpy(self.images.images(items, self.image_size))
+        return batch
+
+
+class TrainLoader:
+    """One sample per user per epoch (the last L+1 training items), users shuffled each epoch."""
+
+    def __init__(self, bundle: DataBundle, features: ItemFeatures, batch_size: int, seed: int = 0):
+        self.samples = pad_left(bundle.split.train, bundle.max_seq_len + 1)
+        counts = bundle.item_counts.astype(np.float64)
+        self.log_pop = np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0)).astype(np.float32)
+        self.features = features
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return -(-len(self.samples) // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[TrainBatch]:
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
+        for start in range(0, len(order), self.batch_size):
+            yield self.collate(self.samples[order[start : start + self.batch_size]])
+
+    def forever(self) -> Iterator[TrainBatch]:
+        epoch = 0
+        while True:
+            yield from self.epoch(epoch)
+            epoch += 1
+
+    def collate(self, seqs: np.ndarray) -> TrainBatch:
+        unique, inverse = np.unique(seqs, return_inverse=True)
+        has_pad = unique[0] == 0
+        index = inverse.reshape(seqs.shape) - int(has_pad)  # padding -> -1
+        items = unique[1:] if has_pad else unique
+        own = np.zeros((len(seqs), len(items)), dtype=bool)
+        rows, cols = np.nonzero(index >= 0)
+        own[rows, index[rows, cols]] = True
+        return TrainBatch(
+            seq_index=torch.from_numpy(index.astype(np.int64)),
+            own=torch.from_numpy(own),
+            log_pop=torch.from_numpy(self.log_pop[items]),
+            items=self.features.gather(items),
+        )

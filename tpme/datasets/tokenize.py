@@ -1,0 +1,59 @@
+"""Titles to exactly `text_len` WordPiece ids, with a local tokenizer or one trained offline."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from tpme.errors import TpmeError
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def load_tokenizer(directory: str | Path) -> Tokenizer:
+    """A BERT-style tokenizer from `tokenizer.json` or `vocab.txt` in a local model directory."""
+    directory = Path(directory)
+    if (directory / "tokenizer.json").is_file():
+        tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    elif (directory / "vocab.txt").is_file():
+        vocab = {line.rstrip("\n"): i for i, line in enumerate((directory / "vocab.txt").open(encoding="utf-8"))}
+        tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.post_processor = processors.BertProcessing(("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
+    else:
+        raise TpmeError(f"no tokenizer.json or vocab.txt in {directory}", "point --backbone at a Hugging Face model directory")
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def train_wordpiece(titles: Sequence[str], vocab_size: int) -> Tokenizer:
+    """Train a lowercase WordPiece vocabulary on the titles themselves, offline."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    tok.train_from_iterator(titles, trainer=trainer)
+    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
+    return tok
+
+
+def encode_titles(tok: Tokenizer, titles: Sequence[str], text_len: int) -> np.ndarray:
+    """[len(titles) + 1, text_len] int32; row 0 (the padding item) is all [PAD]."""
+    pad_id = tok.token_to_id("[PAD]")
+    if pad_id is None:
+        raise TpmeError("the tokenizer has no [PAD] token", "use a BERT-style WordPiece tokenizer")
+    tok.enable_truncation(max_length=text_len)
+    tok.enable_padding(length=text_len, pad_id=pad_id, pad_token="[PAD]")
+    try:
+        out = np.full((len(titles) + 1, text_len), pad_id, dtype=np.int32)
+        for row, enc in enumerate(tok.encode_batch(list(titles)), start=1):
+            out[row] = enc.ids
+    finally:
+        tok.no_truncation()
+        tok.no_padding()
+    return out

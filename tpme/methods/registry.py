@@ -1,0 +1,204 @@
+"""The method registry: a method is one module that registers itself under a name.
+
+Three ways in: `@register_method` in a module of this package (imported on first use),
+a third-party package's entry point in the group `tpme.methods` (loaded on first use;
+the entry point names a module or a Method subclass), and `--plugin MODULE`, which
+imports a module that registers. Families (`peft:<type>`) register a prefix and a
+factory that makes a method from the suffix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from tpme.errors import TpmeError
+from tpme.models.backbones import Backbones
+from tpme.models.item_tower import ItemTower
+
+ENTRY_POINT_GROUP = "tpme.methods"
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without options."""
+
+
+@dataclass
+class PrepareContext:
+    """What a one-off preprocessing hook may use (e.g. to build a hidden-state cache)."""
+
+    backbones: Backbones
+    bundle: Any  # tpme.datasets.bundle.DataBundle
+    features: Any  # tpme.datasets.batching.ItemFeatures for both modalities
+    device: Any  # torch.device
+    precision: str
+    cache_dir: str
+    progress: bool = False
+
+
+class Method:
+    """Builds an item tower from the two backbones and marks what trains.
+
+    Subclasses set `name`, `description`, optionally an `Options` dataclass (filled from
+    `--method-opt key=value`), and implement `build_tower`. A method that needs a one-off
+    pass before training (a cache) overrides `prepare`; its time is recorded apart from
+    epoch time. `uses_backbones_in_training = False` lets the harness free the backbones
+    after `prepare`.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    uses_backbones_in_training: ClassVar[bool] = True
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
+
+    def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
+        raise NotImplementedError
+
+    def prepare(self, tower: ItemTower, ctx: PrepareContext) -> dict[str, Any]:
+        """One-off work before training; returns facts for the result record."""
+        return {}
+
+    def options_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.options) if dataclasses.is_dataclass(self.options) else {}
+
+
+@dataclass(frozen=True)
+class Family:
+    prefix: str
+    description: str
+    factory: Callable[[str, dict[str, str]], Method]
+
+
+_METHODS: dict[str, type[Method]] = {}
+_FAMILIES: dict[str, Family] = {}
+_loaded = False
+
+
+def register_method(name: str, description: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: `@register_method("lora", "LoRA r=8 on Q/V ...")`."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        if name in _METHODS and _METHODS[name] is not cls:
+            raise TpmeError(f"method name {name!r} is registered twice ({_METHODS[name].__module__} and {cls.__module__})", "pick another name")
+        cls.name, cls.description = name, description
+        _METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def register_family(prefix: str, description: str, factory: Callable[[str, dict[str, str]], Method]) -> None:
+    _FAMILIES[prefix] = Family(prefix, description, factory)
+
+
+def _load_builtin_and_entry_points() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import tpme.methods as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name not in ("registry",) and not mod.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as e:
+            raise TpmeError(f"entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP} failed to load: {e}", "fix or uninstall that plugin") from e
+        if isinstance(obj, type) and issubclass(obj, Method) and obj.name not in _METHODS:
+            register_method(obj.name or ep.name, obj.description or ep.name)(obj)
+
+
+def load_plugins(modules: Iterable[str]) -> None:
+    """Import modules named by `--plugin`; importing them registers their methods."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise TpmeError(f"cannot import plugin module {name!r}: {e}", "check the module name and that it is on PYTHONPATH") from e
+
+
+def available_methods() -> dict[str, str]:
+    """Concrete registered methods, name -> description, in registration order."""
+    _load_builtin_and_entry_points()
+    return {name: cls.description for name, cls in _METHODS.items()}
+
+
+def families() -> dict[str, str]:
+    _load_builtin_and_entry_points()
+    return {f"{f.prefix}:<type>": f.description for f in _FAMILIES.values()}
+
+
+def parse_options(cls: type, raw: dict[str, str], method: str) -> Any:
+    """Fill an Options dataclass from strings, converting by the field's type."""
+    if not dataclasses.is_dataclass(cls):
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - fields
+    if unknown:
+        known = ", ".join(sorted(fields)) or "none"
+        raise TpmeError(f"method {method!r} has no option(s) {', '.join(sorted(unknown))}", f"its options: {known}")
+    values = {k: _convert(v, hints[k], k, method) for k, v in raw.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise TpmeError(f"bad options for {method!r}: {e}") from e
+
+
+def _convert(value: str, hint: Any, key: str, method: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+        if value.lower() in ("none", "null"):
+            return None
+        hint = args[0]
+        origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes")
+        if hint in (int, float, str):
+            return hint(value)
+        if origin in (tuple, list):
+            inner = typing.get_args(hint)[0] if typing.get_args(hint) else str
+            items = [inner(v) for v in value.split(",") if v]
+            return tuple(items) if origin is tuple else items
+    except ValueError:
+        raise TpmeError(f"option {key}={value!r} of {method!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+    return value
+
+
+def get_method(name: str, options: dict[str, str] | None = None) -> Method:
+    """Instantiate a registered method (or a family member) with its options."""
+    _load_builtin_and_entry_points()
+    options = options or {}
+    if name in _METHODS:
+        cls = _METHODS[name]
+        return cls(parse_options(cls.Options, options, name))
+    prefix, sep, suffix = name.partition(":")
+    if sep and prefix in _FAMILIES:
+        return _FAMILIES[prefix].factory(suffix, options)
+    known = ", ".join([*_METHODS, *(f"{p}:<type>" for p in _FAMILIES)])
+    raise TpmeError(f"unknown method {name!r}", f"known methods: {known}; add one with --plugin MODULE")
+
+
+def resolve_method_names(spec: str) -> list[str]:
+    """`all` or a comma list -> method names, each checked to exist."""
+    names = list(available_methods()) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise TpmeError("no methods given", "use --methods all or a comma-separated list")
+    for n in names:
+        get_method(n)  # raises with the list of known methods
+    return names

@@ -1,0 +1,1 @@
+"""TPME and its weights; ranking metrics."""

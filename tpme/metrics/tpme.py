@@ -1,0 +1,94 @@
+"""TPME (DESIGN section 5): min-max normalised epoch time, trainable parameters and peak
+memory over the compared set, weighted; lower is better."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tpme.errors import TpmeError
+
+WEIGHT_PRESETS: dict[str, tuple[float, float, float]] = {
+    "paper": (0.45, 0.1, 0.45),  # IISAN paper: time and memory dominate
+    "equal": (1 / 3, 1 / 3, 1 / 3),
+    "time-bound": (0.8, 0.1, 0.1),  # deadline- or cost-per-hour-bound training
+    "memory-bound": (0.1, 0.1, 0.8),  # a small GPU: fitting matters most
+    "storage-bound": (0.1, 0.8, 0.1),  # many adapters to store or ship per task
+}
+
+
+@dataclass(frozen=True)
+class Weights:
+    time: float
+    params: float
+    memory: float
+
+    def __post_init__(self) -> None:
+        values = (self.time, self.params, self.memory)
+        if any(not math.isfinite(v) or v < 0 for v in values):
+            raise TpmeError(f"TPME weights must be non-negative numbers, got {values}", "e.g. --weights 0.45,0.1,0.45")
+        if abs(sum(values) - 1.0) > 1e-6:
+            raise TpmeError(f"TPME weights must sum to 1, got {sum(values):g} ({','.join(f'{v:g}' for v in values)})", "e.g. --weights 0.45,0.1,0.45 or a preset: " + ", ".join(WEIGHT_PRESETS))
+
+    @classmethod
+    def parse(cls, text: str) -> "Weights":
+        """`a1,a2,a3` or a preset name."""
+        if text in WEIGHT_PRESETS:
+            return cls(*WEIGHT_PRESETS[text])
+        parts = text.split(",")
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            values = []
+        if len(values) != 3:
+            raise TpmeError(f"bad weights {text!r}", "give three numbers a1,a2,a3 summing to 1, or a preset: " + ", ".join(WEIGHT_PRESETS))
+        return cls(*values)
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        return (self.time, self.params, self.memory)
+
+
+PAPER_WEIGHTS = Weights(*WEIGHT_PRESETS["paper"])
+
+
+@dataclass(frozen=True)
+class Entry:
+    method: str
+    epoch_time_s: float
+    trainable_params: float
+    peak_memory: float
+
+
+@dataclass(frozen=True)
+class Score:
+    method: str
+    tpme: float
+    t_norm: float
+    p_norm: float
+    m_norm: float
+    rank: int
+
+
+def min_max(values: Sequence[float]) -> list[float]:
+    """(x - min) / (max - min); all 0 when max == min (including a single value)."""
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        return [0.0] * len(values)
+    return [(v - lo) / (hi - lo) for v in values]
+
+
+def score(entries: Sequence[Entry], weights: Weights = PAPER_WEIGHTS) -> list[Score]:
+    """TPME of each entry against the others; ranks start at 1 (ties share a rank)."""
+    if not entries:
+        return []
+    for e in entries:
+        for name, v in (("epoch time", e.epoch_time_s), ("trainable parameters", e.trainable_params), ("peak memory", e.peak_memory)):
+            if v is None or not math.isfinite(v) or v < 0:
+                raise TpmeError(f"{e.method}: {name} is {v!r}; TPME needs a non-negative number")
+    t = min_max([e.epoch_time_s for e in entries])
+    p = min_max([e.trainable_params for e in entries])
+    m = min_max([e.peak_memory for e in entries])
+    a1, a2, a3 = weights.as_tuple()
+    values = [a1 * ti + a2 * pi + a3 * mi for ti, pi, mi in zip(t, p, m)]
+    ordered = sorted(set(round(v, 12) for v in values))
+    return [Score(e.method, v, ti, pi, mi, ordered.index(round(v, 12)) + 1) for e, v, ti, pi, mi in zip(entries, values, t, p, m)]

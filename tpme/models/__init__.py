@@ -1,0 +1,1 @@
+"""Backbones, item towers, the SASRec user encoder and the recommender."""

@@ -1,0 +1,1 @@
+"""Tables, plots and reports; they read result records only."""
