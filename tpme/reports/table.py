@@ -1,68 +1,223 @@
-"""The TPME table: one row per method (repeats combined), in the terminal and as Markdown."""
+"""The efficiency table in the paper's form: method, trainable parameters and their share of
+the largest, peak memory, epoch time, TPME, rank (and HR@10 / NDCG@10 when evaluated).
+
+One column unit per table (a paper table does not mix MiB and GiB); epoch times that were
+extrapolated or estimated, and estimated memory, carry a mark explained in the notes.
+Renderers: terminal, Markdown, LaTeX (booktabs), CSV (raw numbers) and HTML.
+"""
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
+import csv
+import html
+import io
+from dataclasses import dataclass
 from typing import Any
 
-from tpme.metrics.aggregate import score_records
 from tpme.metrics.tpme import Weights
-from tpme.reports.format import fmt_bytes, fmt_float, fmt_params, fmt_seconds
+from tpme.reports.format import fmt_float, fmt_seconds
+from tpme.reports.summary import Row, Summary, summarise
 
-HEADERS = ["method", "epoch time (s)", "trainable params", "% of max", "peak memory", "TPME", "rank", "status"]
-SOURCE_MARK = {"measured": "", "extrapolated": "*", "estimated": "~"}
-
-
-def table_rows(records: list[dict[str, Any]], weights: Weights) -> list[list[str]]:
-    scores = score_records(records, weights)
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        groups[r.get("label") or r["method"]].append(r)
-    max_params = max((r["trainable_params"] for r in records if r.get("status") == "ok"), default=None)
-    rows = []
-    for name, rs in groups.items():
-        ok = [r for r in rs if r.get("status") == "ok"]
-        statuses = sorted({r["status"] for r in rs})
-        status = "ok" if statuses == ["ok"] else ",".join(statuses)
-        if not ok:
-            err = next((r.get("error") for r in rs if r.get("error")), "") or ""
-            rows.append([name, "-", "-", "-", "-", "-", "-", f"{status}: {err[:60]}"])
-            continue
-        t = statistics.median(r["epoch_time_s"] for r in ok)
-        p = statistics.median(r["trainable_params"] for r in ok)
-        m = statistics.median(r["peak_memory_bytes"] for r in ok)
-        mark = SOURCE_MARK.get(ok[0].get("epoch_time_source"), "?")
-        s = scores[name]
-        share = f"{100 * p / max_params:.2f}%" if max_params else "-"
-        rows.append([name, fmt_seconds(t) + mark, fmt_params(p), share, fmt_bytes(m), fmt_float(s.tpme), str(s.rank), status])
-    rows.sort(key=lambda r: (r[6] == "-", int(r[6]) if r[6] != "-" else 0))
-    return rows
+TIME_MARK = {"measured": "", "extrapolated": "*", "estimated": "~", "mixed": "+"}
+MEMORY_SOURCES = {"cuda_allocator": "CUDA allocator peak allocated", "cpu_tensor_peak": "CPU tensor-level peak"}
+CSV_COLUMNS = (
+    "label", "method", "group_value", "rank", "tpme", "t_norm", "p_norm", "m_norm", "epoch_time_s", "epoch_time_source",
+    "trainable_params", "trainable_params_pct_of_max", "peak_memory_bytes", "memory_source", "hr@10", "ndcg@10",
+    "repeats", "repeats_ok", "status", "error", "weight_time", "weight_params", "weight_memory",
+)
 
 
-def footnote(records: list[dict[str, Any]], weights: Weights) -> str:
-    sources = {r.get("memory_source") for r in records if r.get("status") == "ok"}
-    memory = {"cuda_allocator": "CUDA allocator peak allocated", "cpu_tensor_peak": "CPU tensor-level peak"}
-    mem = ", ".join(memory.get(s, str(s)) for s in sorted(s for s in sources if s)) or "-"
-    w = weights.as_tuple()
-    return (
-        f"TPME = {w[0]:g}·t + {w[1]:g}·p + {w[2]:g}·m over min-max normalised epoch time, trainable parameters and peak memory; lower is better. "
-        f"Memory: {mem}. * epoch time extrapolated from the median timed step."
-    )
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    size: float
+
+
+def params_unit(rows: list[Row]) -> Unit:
+    top = max((r.trainable_params for r in rows if r.trainable_params is not None), default=0)
+    return Unit("M", 1e6) if top >= 1e6 else Unit("K", 1e3) if top >= 1e3 else Unit("", 1)
+
+
+def memory_unit(rows: list[Row]) -> Unit:
+    top = max((r.peak_memory_bytes for r in rows if r.peak_memory_bytes is not None), default=0)
+    for name, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if top >= size:
+            return Unit(name, size)
+    return Unit("B", 1)
+
+
+@dataclass
+class Table:
+    """Headers and formatted cells; marks are appended to cells as plain characters."""
+
+    headers: list[str]
+    cells: list[list[str]]
+    numeric: set[int]
+    notes: list[str]
+
+
+def build_table(summary: Summary, status_column: bool = True) -> Table:
+    rows = summary.rows
+    pu, mu = params_unit(rows), memory_unit(rows)
+    headers = ["method", f"trainable params ({pu.name})" if pu.name else "trainable params", "% of max", f"peak memory ({mu.name})", "epoch time (s)", "TPME", "rank"]
+    effectiveness = summary.has_effectiveness
+    if effectiveness:
+        headers += ["HR@10", "NDCG@10"]
+    if status_column:
+        headers.append("status")
+    cells = []
+    for r in rows:
+        if r.ok == 0:
+            line = [r.label] + ["-"] * (len(headers) - 1)
+        else:
+            line = [
+                r.label,
+                f"{r.trainable_params / pu.size:.2f}" if pu.size > 1 else f"{r.trainable_params:.0f}",
+                f"{100 * r.params_share:.2f}" if r.params_share is not None else "-",
+                f"{r.peak_memory_bytes / mu.size:.2f}" + ("~" if r.memory_kind == "estimated" else "+" if r.memory_kind == "mixed" else ""),
+                fmt_seconds(r.epoch_time_s) + TIME_MARK.get(r.epoch_time_source or "", "?"),
+                fmt_float(r.tpme),
+                str(r.rank) if r.rank is not None else "-",
+            ]
+            if effectiveness:
+                line += [fmt_float(r.hr10, 4), fmt_float(r.ndcg10, 4)]
+            if status_column:
+                line.append(r.status)
+        if status_column and r.ok == 0:
+            err = r.failures[0]["error"].strip().splitlines()[-1:] if r.failures and r.failures[0]["error"] else []
+            line[-1] = f"{r.status}: {err[0][:60]}" if err else r.status
+        cells.append(line)
+    numeric = set(range(1, 7 + (2 if effectiveness else 0)))
+    return Table(headers, cells, numeric, notes(summary))
+
+
+def notes(summary: Summary) -> list[str]:
+    w = summary.weights.as_tuple()
+    scored = summary.scored
+    out = [
+        f"TPME = {w[0]:g}·t + {w[1]:g}·p + {w[2]:g}·m over epoch time, trainable parameters and peak memory, "
+        f"each min-max normalised over the {len(scored)} method(s) of this table; lower is better.",
+    ]
+    sources = sorted({r.memory_source for r in scored if r.memory_source})
+    if sources:
+        out.append("Peak memory: " + ", ".join(MEMORY_SOURCES.get(s, s) for s in sources) + ".")
+    time_sources = {r.epoch_time_source for r in scored}
+    marks = []
+    if "extrapolated" in time_sources:
+        marks.append("* epoch time extrapolated from the median timed step")
+    if "estimated" in time_sources:
+        marks.append("~ estimated, not measured")
+    if "mixed" in time_sources or any(r.memory_kind == "mixed" for r in scored):
+        marks.append("+ repeats of different sources (measured and extrapolated/estimated)")
+    if any(r.memory_kind == "estimated" for r in scored):
+        marks.append("~ after a memory figure: estimated")
+    if marks:
+        out.append("; ".join(marks) + ".")
+    if any(r.repeats > 1 for r in summary.rows):
+        out.append("Repeats are combined by their median.")
+    if summary.has_effectiveness:
+        out.append("HR@10 and NDCG@10: full ranking over all items, history masked.")
+    return out
 
 
 def render_terminal(records: list[dict[str, Any]], weights: Weights) -> str:
-    rows = table_rows(records, weights)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(HEADERS)]
-    numeric = {1, 2, 3, 4, 5, 6}
+    return render_terminal_table(build_table(summarise(records, weights)))
+
+
+def render_terminal_table(t: Table) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in t.cells)) if t.cells else len(h) for i, h in enumerate(t.headers)]
+
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    out = [line(HEADERS), "  ".join("-" * w for w in widths)]
-    out += [line(r) for r in rows]
-    return "\n".join(out) + "\n\n" + footnote(records, weights)
+        return "  ".join(c.rjust(w) if i in t.numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = [line(t.headers), "  ".join("-" * w for w in widths)] + [line(r) for r in t.cells]
+    return "\n".join(out) + "\n\n" + " ".join(t.notes)
 
 
 def render_markdown(records: list[dict[str, Any]], weights: Weights) -> str:
-    rows = table_rows(records, weights)
-    out = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] + ["---:"] * 6 + ["---"]) + "|"]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-    return "\n".join(out) + "\n\n" + footnote(records, weights) + "\n"
+    return render_markdown_table(build_table(summarise(records, weights)))
+
+
+def render_markdown_table(t: Table) -> str:
+    def esc(c: str) -> str:
+        return c.replace("|", "\\|").replace("*", "\\*")
+
+    out = ["| " + " | ".join(t.headers) + " |", "|" + "|".join("---:" if i in t.numeric else "---" for i in range(len(t.headers))) + "|"]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in t.cells]
+    return "\n".join(out) + "\n\n" + " ".join(t.notes) + "\n"
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def _latex_cell(cell: str, numeric: bool) -> str:
+    """Marks become superscripts; a missing value an en dash."""
+    if cell == "-":
+        return "--"
+    if numeric and cell and cell[-1] in "*~+?":
+        return latex_escape(cell[:-1]) + r"$^{" + {"*": "*", "~": r"\sim", "+": "+", "?": "?"}[cell[-1]] + "}$"
+    return latex_escape(cell)
+
+
+def render_latex(summary: Summary, label: str = "tab:tpme-efficiency") -> str:
+    """A booktabs table environment; `\\usepackage{booktabs}` in the preamble."""
+    t = build_table(summary, status_column=False)
+    headers = [latex_escape(h[:1].upper() + h[1:]) for h in t.headers]
+    spec = "l" + "r" * (len(headers) - 1)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{Training efficiency. " + latex_escape(" ".join(t.notes)).replace("·", r"$\cdot$") + "}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(headers) + r" \\",
+        r"\midrule",
+    ]
+    for r in t.cells:
+        lines.append(" & ".join(_latex_cell(c, i in t.numeric) for i, c in enumerate(r)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(summary: Summary) -> str:
+    """Raw numbers (seconds, parameters, bytes), one row per label, the weights on every row."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    wt = summary.weights.as_tuple()
+    for r in summary.rows:
+        err = "; ".join(f"{f['status']}: {f['error'].strip().splitlines()[-1] if f['error'].strip() else ''}" for f in r.failures)
+        values = [
+            r.label, r.method, r.group_value, r.rank, r.tpme, r.t_norm, r.p_norm, r.m_norm, r.epoch_time_s, r.epoch_time_source,
+            r.trainable_params, None if r.params_share is None else 100 * r.params_share, r.peak_memory_bytes, r.memory_source,
+            r.hr10, r.ndcg10, r.repeats, r.ok, r.status, err, *wt,
+        ]
+        w.writerow(["" if v is None else v for v in values])
+    return buf.getvalue()
+
+
+def render_html_table(summary: Summary) -> str:
+    """A <table> whose numeric cells carry their raw value in data-v (the page sorts on it)."""
+    t = build_table(summary)
+    raw = {
+        1: lambda r: r.trainable_params, 2: lambda r: r.params_share, 3: lambda r: r.peak_memory_bytes, 4: lambda r: r.epoch_time_s,
+        5: lambda r: r.tpme, 6: lambda r: r.rank, 7: lambda r: r.hr10, 8: lambda r: r.ndcg10,
+    }
+    head = "".join(f'<th class="{"num" if i in t.numeric else ""}" data-col="{i}">{html.escape(h)}</th>' for i, h in enumerate(t.headers))
+    body = []
+    for row, cells in zip(summary.rows, t.cells):
+        tds = []
+        for i, c in enumerate(cells):
+            if i in t.numeric:
+                v = raw[i](row)
+                tds.append(f'<td class="num" data-v="{"" if v is None else v}">{html.escape(c)}</td>')
+            else:
+                tds.append(f"<td>{html.escape(c)}</td>")
+        cls = "" if row.ok == row.repeats else ' class="failed"'
+        body.append(f"<tr{cls}>{''.join(tds)}</tr>")
+    notes = "".join(f"<p class=\"note\">{html.escape(n)}</p>" for n in t.notes)
+    return f'<table class="tpme sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{notes}'

@@ -1,0 +1,83 @@
+"""Hand-built result records (schema tpme.result/1) for report, sensitivity and compare tests:
+known figures, no training."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from tpme.bench.record import SCHEMA, append_record, cell_key, label
+
+CONFIG = {
+    "preset": "ci", "backbone": "tiny",
+    "data": {"dataset": "synthetic:tiny", "max_seq_len": 10, "text_len": 16, "seed": 0},
+    "train": {"batch_size": 8, "steps": 3, "epochs": None, "warmup_steps": 1, "memory_steps": 1, "lr": 1e-4, "embed_dim": 64, "precision": "fp32", "device": "auto", "seed": 0},
+}
+
+
+def record(
+    method: str, t: float, p: int, m: float, *, repeat: int = 0, options: dict[str, str] | None = None, status: str = "ok",
+    error: str | None = None, hr: float | None = None, ndcg: float | None = None, device: str = "CPU (x86_64, 2 threads)",
+    source: str = "extrapolated", estimate: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One record with epoch time t (s), p trainable parameters, peak memory m (bytes)."""
+    options = options or {}
+    config = copy.deepcopy(config or CONFIG)
+    ok = status == "ok"
+    steps = [t / 8 * f for f in (0.9, 1.0, 1.1, 1.05)]
+    rec = {
+        "schema": SCHEMA, "cell_key": cell_key(method, options, config, repeat), "method": method, "label": label(method, options),
+        "status": status, "error": error, "repeat": repeat,
+        "epoch_time_s": t if ok else None, "epoch_time_source": source if ok else None, "step_time_s": t / 8 if ok else None,
+        "steps_per_epoch": 8, "trainable_params": p if ok else None, "total_params": 500_000 if ok else None,
+        "peak_memory_bytes": m if ok else None, "memory_source": "cpu_tensor_peak" if ok else None, "prepare_time_s": 0.0,
+        "hr@10": hr, "ndcg@10": ndcg, "device": "cpu", "precision": "fp32", "preset": config["preset"],
+        "method_options": options, "config": config,
+        "provenance": {
+            "versions": {"python": "3.11.7", "tpme": "0.1.0", "torch": "2.13.0+cpu"},
+            "device": {"type": "cpu", "name": device}, "git_commit": "abc123", "command": ["tpme", "run", "--preset", "ci"], "host": "test",
+        },
+        "timing": {
+            "steps": 4, "step_times_s": steps if ok else [],
+            "breakdown_median_s": {"data": t / 80, "forward": t / 32, "backward": t / 16, "optimizer": t / 40} if ok else {},
+        },
+    }
+    if estimate is not None:
+        rec["estimate"] = estimate
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for r in records:
+        append_record(path, r)
+    return path
+
+
+def zoo(hr: bool = True, failed: bool = True) -> list[dict[str, Any]]:
+    """A paper-like set: fft slow and big, PEFT methods in between, iisan-cached cheapest."""
+    mib = 2**20
+    specs = [
+        ("fft", 44.0, 428_416, 47 * mib, 0.061),
+        ("adapter", 36.0, 160_000, 38 * mib, 0.060),
+        ("lora", 38.0, 130_000, 37 * mib, 0.059),
+        ("iisan", 6.0, 140_000, 6 * mib, 0.062),
+        ("iisan-cached", 2.2, 140_000, 3 * mib, 0.062),
+        ("frozen", 5.0, 116_800, 4 * mib, 0.035),
+    ]
+    out = []
+    for method, t, p, m, h in specs:
+        est = {"peak_memory_bytes": m * 1.02, "breakdown_bytes": {"parameters": m * 0.2, "gradients": m * 0.1, "optimizer": m * 0.2, "activations": m * 0.5}}
+        for rep, f in enumerate((1.0, 1.03)):
+            out.append(record(method, t * f, p, m, repeat=rep, hr=h if hr else None, ndcg=h / 2 if hr else None, estimate=est))
+    if failed:
+        out.append(record("bitfit", 0, 0, 0, status="oom", error="Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory"))
+    return out
+
+
+def dump(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)

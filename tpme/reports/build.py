@@ -1,0 +1,199 @@
+"""Write a report: tables (Markdown, LaTeX, CSV, HTML), figures (PNG, SVG), weight
+sensitivity and provenance, from result records. A figure that fails to draw becomes a
+warning in the result; the other outputs are still written."""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tpme.errors import TpmeError
+from tpme.metrics.aggregate import entries_from_records
+from tpme.metrics.sensitivity import Sensitivity, sensitivity
+from tpme.metrics.tpme import Weights
+from tpme.reports.html import EmbeddedFigure, render_html
+from tpme.reports.inputs import apply_group_by
+from tpme.reports.provenance import Provenance, collect
+from tpme.reports.summary import Summary, summarise
+from tpme.reports.table import build_table, render_csv, render_latex, render_markdown_table
+
+FORMATS = ("html", "md", "latex", "csv", "json", "png", "svg")
+PNG_DPI = 200
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def path(self, name: str) -> Path | None:
+        return next((f for f in self.files if f.name == name), None)
+
+
+def parse_formats(text: str) -> list[str]:
+    items = [f.strip().lower() for f in text.split(",") if f.strip()]
+    aliases = {"markdown": "md", "tex": "latex"}
+    items = [aliases.get(f, f) for f in items]
+    bad = [f for f in items if f not in FORMATS]
+    if bad or not items:
+        raise TpmeError(f"unknown report format(s): {', '.join(bad) or '(none)'}", f"choose from {','.join(FORMATS)}")
+    return list(dict.fromkeys(items))
+
+
+def _sources_sentence(summary: Summary) -> str:
+    by: dict[str, list[str]] = {}
+    for r in summary.scored:
+        by.setdefault(r.epoch_time_source or "unknown", []).append(r.label)
+    parts = [f"{k} for {', '.join(v)}" if len(by) > 1 else f"{k} for all" for k, v in by.items()]
+    mem: dict[str, list[str]] = {}
+    for r in summary.scored:
+        mem.setdefault(r.memory_kind or "unknown", []).append(r.label)
+    mparts = [f"{k} for {', '.join(v)}" if len(mem) > 1 else f"{k} for all" for k, v in mem.items()]
+    return f"Epoch time {'; '.join(parts)}. Peak memory {'; '.join(mparts)}."
+
+
+CAPTIONS = {
+    "efficiency": "Methods in TPME rank order (best at the top). P on a log scale. Hatched bars: extrapolated (//) or estimated (..) figures.",
+    "time_memory": "Dashed line: the Pareto front (no other method has both a shorter epoch and a lower peak). Marker area proportional to trainable parameters.",
+    "effectiveness": "Effectiveness (full ranking, history masked) against TPME under the report's weights: up and to the left is better.",
+    "step_times": "Boxes: quartiles and median of the timed steps (warm-up excluded) over all repeats; dots: single steps. Measured.",
+    "step_breakdown": "Median time per step in data loading, forward, backward and optimizer step, measured with device synchronisation between phases.",
+    "memory_breakdown": "Peak memory by category from the GPU-free estimate (not measured).",
+    "group_trend": "One line per method against the group-by field; dashed: methods without that field, for reference. TPME is normalised over every label in the report.",
+    "sensitivity": "Colour: the method with the lowest TPME at those weights (computed per pixel); grey: a tie. Star: the report's weights; dots: the named weight presets. Legend: share of the grid where each method wins.",
+}
+
+
+def render_figures(summary: Summary, sens: Sensitivity | None, fig_dir: Path | None, formats: list[str], result: ReportResult) -> list[EmbeddedFigure]:
+    """Each figure once as PNG bytes (written and/or embedded), as SVG when asked."""
+    from matplotlib import rc_context
+
+    from tpme.reports.plots import FIGURES, RC
+
+    embedded = []
+    sources = _sources_sentence(summary)
+    for spec in FIGURES:
+        try:
+            with rc_context(RC):
+                fig = spec.build(summary, sens)
+                if fig is None:
+                    continue
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=PNG_DPI)
+                if fig_dir is not None and "svg" in formats:
+                    path = fig_dir / f"{spec.name}.svg"
+                    fig.savefig(path, format="svg", metadata={"Date": None})
+                    result.files.append(path)
+        except Exception as e:  # a figure is never worth losing the report for
+            result.warnings.append(f"figure {spec.name} not drawn: {type(e).__name__}: {e}")
+            continue
+        png = buf.getvalue()
+        if fig_dir is not None and "png" in formats:
+            path = fig_dir / f"{spec.name}.png"
+            path.write_bytes(png)
+            result.files.append(path)
+        caption = CAPTIONS.get(spec.name, "")
+        if spec.name in ("efficiency", "time_memory"):
+            caption += " " + sources
+        embedded.append(EmbeddedFigure(spec.name, spec.title, caption, png))
+    return embedded
+
+
+def render_report_markdown(summary: Summary, prov: Provenance, figures: list[EmbeddedFigure], sens: Sensitivity | None, fig_ext: str | None, title: str) -> str:
+    w = summary.weights.as_tuple()
+    out = [f"# {title}", "", f"TPME weights: a1 (time) = {w[0]:g}, a2 (parameters) = {w[1]:g}, a3 (memory) = {w[2]:g}." + (f" Grouped by `{summary.group_by}`." if summary.group_by else ""), ""]
+    out += ["## Efficiency table", "", render_markdown_table(build_table(summary))]
+    if fig_ext:
+        out += ["## Figures", ""]
+        for f in figures:
+            out += [f"![{f.title}](figures/{f.name}.{fig_ext})", "", f"*{f.title}.* {f.caption}", ""]
+    if sens is not None:
+        out += ["## Weight sensitivity", "", *sensitivity_markdown(sens), ""]
+    out += ["## Provenance", ""] + [f"- **{k}**: {v}" for k, v in prov.items()] + [""]
+    out += ["| method | epoch time | peak memory | HR@10 / NDCG@10 |", "|---|---|---|---|"]
+    out += [f"| {s['label']} | {s['epoch_time'] or '-'} | {s['memory'] or '-'} ({s['memory_source'] or '-'}) | {s['effectiveness'] or 'not evaluated'} |" for s in prov.sources]
+    out += ["", "## Failed cells", ""]
+    if prov.failures:
+        for f in prov.failures:
+            last = (f["error"] or "").strip().splitlines()
+            out.append(f"- {f['label']} (repeat {f['repeat']}): {f['status']}: {last[-1] if last else '(no error text)'}")
+    else:
+        out.append("None: every cell finished.")
+    return "\n".join(out) + "\n"
+
+
+def sensitivity_markdown(sens: Sensitivity) -> list[str]:
+    w = sens.chosen.as_tuple()
+    lines = [
+        f"Grid step {sens.step:g} ({len(sens.grid)} weight triples). At the chosen weights ({w[0]:g}, {w[1]:g}, {w[2]:g}) "
+        f"the lowest TPME is **{' = '.join(sens.chosen_winners)}**. Kendall tau against the chosen ranking: mean {sens.tau_mean:.3f}, "
+        f"min {sens.tau_min:.3f}; identical ranking at {100 * sens.identical_share:.1f}% of the grid.",
+        "",
+        "| method | share of simplex where lowest (%) |",
+        "|---|---:|",
+    ]
+    lines += [f"| {m} | {100 * s:.1f} |" for m, s in sorted(sens.shares.items(), key=lambda kv: -kv[1])]
+    bsum = sens.boundary_summary()
+    if bsum:
+        lines += ["", "| winner | neighbour | grid edges | boundary nearest the chosen weights (a1, a2, a3) |", "|---|---|---:|---|"]
+        lines += [f"| {b['between'][0]} | {b['between'][1]} | {b['edges']} | {', '.join(f'{x:.3f}' for x in b['nearest'])} |" for b in bsum]
+    lines += ["", "Ties: methods within 1e-9 of the lowest TPME share a point, which counts 1/k towards each of the k tied methods."]
+    return lines
+
+
+def write_report(
+    records: list[dict[str, Any]],
+    out_dir: str | Path,
+    weights: Weights,
+    formats: list[str] | tuple[str, ...] = FORMATS,
+    group_by: str | None = None,
+    inputs: list[str] | None = None,
+    step: float = 0.05,
+    title: str = "TPME efficiency report",
+) -> ReportResult:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ReportResult(out)
+    formats = list(formats)
+    if group_by:
+        records = apply_group_by(records, group_by)
+    summary = summarise(records, weights, group_by)
+    entries = entries_from_records(records)
+    sens = sensitivity(entries, weights, step) if entries else None
+    prov = collect(records, summary, [str(i) for i in (inputs or [])])
+    fig_dir = None
+    if {"png", "svg"} & set(formats):
+        fig_dir = out / "figures"
+        fig_dir.mkdir(exist_ok=True)
+    figures = render_figures(summary, sens, fig_dir, formats, result) if {"png", "svg", "html"} & set(formats) else []
+
+    def write(name: str, text: str) -> None:
+        path = out / name
+        path.write_text(text, encoding="utf-8")
+        result.files.append(path)
+
+    if "md" in formats:
+        ext = "png" if "png" in formats else "svg" if "svg" in formats else None
+        write("report.md", render_report_markdown(summary, prov, figures, sens, ext, title))
+    if "latex" in formats:
+        write("table.tex", render_latex(summary))
+    if "csv" in formats:
+        write("table.csv", render_csv(summary))
+    if "json" in formats:
+        write("report.json", json.dumps(report_json(summary, prov, sens), indent=2, default=str) + "\n")
+    if "html" in formats:
+        write("report.html", render_html(summary, prov, figures, sens, title))
+    return result
+
+
+def report_json(summary: Summary, prov: Provenance, sens: Sensitivity | None) -> dict[str, Any]:
+    rows = []
+    for r in summary.rows:
+        d = dict(r.__dict__)
+        d.pop("step_times_s")
+        d["status"] = r.status
+        rows.append(d)
+    return {"weights": list(summary.weights.as_tuple()), "group_by": summary.group_by, "rows": rows, "sensitivity": sens.to_dict() if sens else None, "provenance": prov.to_dict()}

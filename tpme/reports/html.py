@@ -1,0 +1,148 @@
+"""The self-contained HTML report: inline CSS and JS, figures as base64 PNG data URIs, and a
+Content-Security-Policy that forbids any network request, so the file opens anywhere offline.
+
+The page's script sorts tables on a header click and, once loaded, writes its state into
+#js-status (`data-state="ok"` when it ran without errors and every figure decoded); a test
+in a headless browser reads that back from the DOM.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass
+
+from tpme.metrics.sensitivity import Sensitivity
+from tpme.reports.provenance import Provenance
+from tpme.reports.summary import Summary
+from tpme.reports.table import render_html_table
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#222;line-height:1.45}
+h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{padding:.25rem .6rem;border-bottom:1px solid #e5e5e5}
+th{background:#f5f5f5;text-align:left;cursor:pointer}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.failed td{color:#a00}.note{font-size:.85rem;color:#555;margin:.2rem 0}
+figure{margin:1.2rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85rem;color:#444}
+pre{background:#f7f7f7;padding:.6rem;overflow:auto;font-size:.8rem;max-height:20rem}
+dl.prov{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;font-size:.9rem}dl.prov dt{font-weight:600}dl.prov dd{margin:0;word-break:break-word}
+#js-status{font-size:.75rem;color:#888}#js-status[data-state=error]{color:#a00}
+"""
+
+HEAD_SCRIPT = """
+window.tpmeErrors=[];
+window.addEventListener('error',function(e){window.tpmeErrors.push(String(e.message||e.type));});
+"""
+
+BODY_SCRIPT = """
+(function(){
+  function key(td){var v=td.getAttribute('data-v');return v===null?td.textContent:(v===''?NaN:parseFloat(v));}
+  document.querySelectorAll('table.sortable').forEach(function(t){
+    t.querySelectorAll('th').forEach(function(th,i){
+      th.addEventListener('click',function(){
+        var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows),asc=th.getAttribute('data-asc')!=='1';
+        rows.sort(function(a,b){var x=key(a.cells[i]),y=key(b.cells[i]);
+          if(typeof x==='number'&&typeof y==='number'){if(isNaN(x))return 1;if(isNaN(y))return -1;return asc?x-y:y-x;}
+          return asc?String(x).localeCompare(String(y)):String(y).localeCompare(String(x));});
+        rows.forEach(function(r){body.appendChild(r);});th.setAttribute('data-asc',asc?'1':'0');
+      });
+    });
+  });
+  function done(){
+    var s=document.getElementById('js-status');
+    var bad=Array.prototype.filter.call(document.images,function(im){return !im.complete||im.naturalWidth===0;});
+    if(window.tpmeErrors.length){s.setAttribute('data-state','error');s.textContent='script errors: '+window.tpmeErrors.join('; ');}
+    else if(bad.length){s.setAttribute('data-state','error');s.textContent=bad.length+' figure(s) failed to decode';}
+    else{s.setAttribute('data-state','ok');s.textContent='page script ran; '+document.images.length+' figure(s) decoded';}
+  }
+  if(document.readyState==='complete'){done();}else{window.addEventListener('load',done);}
+})();
+"""
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+
+
+@dataclass
+class EmbeddedFigure:
+    name: str
+    title: str
+    caption: str
+    png: bytes
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def sensitivity_html(sens: Sensitivity) -> str:
+    w = sens.chosen.as_tuple()
+    rows = "".join(f"<tr><td>{_e(m)}</td><td class=\"num\">{100 * s:.1f}</td></tr>" for m, s in sorted(sens.shares.items(), key=lambda kv: -kv[1]))
+    bsum = sens.boundary_summary()
+    brows = "".join(
+        f"<tr><td>{_e(b['between'][0])}</td><td>{_e(b['between'][1])}</td><td class=\"num\">{b['edges']}</td><td>{_e(', '.join(f'{x:.3f}' for x in b['nearest']))}</td></tr>"
+        for b in bsum
+    )
+    return (
+        f"<p>Grid step {sens.step:g} ({len(sens.grid)} weight triples a1 + a2 + a3 = 1). At the chosen weights "
+        f"({w[0]:g}, {w[1]:g}, {w[2]:g}) the lowest TPME is <b>{_e(' = '.join(sens.chosen_winners))}</b>. "
+        f"Rank stability against the chosen weights: Kendall τ mean {sens.tau_mean:.3f}, min {sens.tau_min:.3f}; "
+        f"the ranking is identical at {100 * sens.identical_share:.1f}% of the grid.</p>"
+        f"<table class=\"sortable\"><thead><tr><th>method</th><th class=\"num\">share of simplex where lowest (%)</th></tr></thead><tbody>{rows}</tbody></table>"
+        "<p class=\"note\">Ties: methods within 1e-9 of the lowest TPME share a point, which counts 1/k towards each of the k tied methods.</p>"
+        + (
+            "<h3>Where the winner changes</h3><table class=\"sortable\"><thead><tr><th>winner</th><th>neighbour</th><th class=\"num\">grid edges</th>"
+            f"<th>boundary nearest the chosen weights (a1, a2, a3)</th></tr></thead><tbody>{brows}</tbody></table>"
+            if bsum else "<p>The winner is the same over the whole simplex.</p>"
+        )
+    )
+
+
+def render_html(summary: Summary, prov: Provenance, figures: list[EmbeddedFigure], sens: Sensitivity | None, title: str) -> str:
+    w = summary.weights.as_tuple()
+    figs = "".join(
+        f'<figure id="fig-{_e(f.name)}"><img alt="{_e(f.title)}" src="data:image/png;base64,{base64.b64encode(f.png).decode()}">'
+        f"<figcaption><b>{_e(f.title)}.</b> {_e(f.caption)}</figcaption></figure>"
+        for f in figures
+    )
+    prov_dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in prov.items())
+    src_rows = "".join(
+        f"<tr><td>{_e(s['label'])}</td><td>{_e(s['epoch_time'] or '-')}</td><td>{_e(s['memory'] or '-')} ({_e(s['memory_source'] or '-')})</td><td>{_e(s['effectiveness'] or 'not evaluated')}</td></tr>"
+        for s in prov.sources
+    )
+    failures = (
+        "".join(f"<h3>{_e(f['label'])} (repeat {_e(f['repeat'])}): {_e(f['status'])}</h3><pre>{_e(_tail(f['error']))}</pre>" for f in prov.failures)
+        if prov.failures else "<p>None: every cell finished.</p>"
+    )
+    configs = "".join(f"<pre>{_e(json.dumps(c, indent=2))}</pre>" for c in prov.configs)
+    group = f" grouped by <code>{_e(summary.group_by)}</code>" if summary.group_by else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title><style>{CSS}</style><script>{HEAD_SCRIPT}</script></head>
+<body>
+<h1>{_e(title)}</h1>
+<p>{len(summary.rows)} method(s){group}; TPME weights a1 (time) = {w[0]:g}, a2 (parameters) = {w[1]:g}, a3 (memory) = {w[2]:g}. Click a column header to sort.</p>
+<h2>Efficiency table</h2>
+{render_html_table(summary)}
+<h2>Figures</h2>
+{figs or '<p>No figure could be drawn from these records.</p>'}
+<h2>Weight sensitivity</h2>
+{sensitivity_html(sens) if sens else '<p>Not computed (no completed results).</p>'}
+<h2>Provenance</h2>
+<dl class="prov">{prov_dl}</dl>
+<h3>Measured, extrapolated or estimated</h3>
+<table><thead><tr><th>method</th><th>epoch time</th><th>peak memory</th><th>HR@10 / NDCG@10</th></tr></thead><tbody>{src_rows}</tbody></table>
+<h3>Configuration</h3>
+{configs or '<p>-</p>'}
+<h2>Failed cells</h2>
+{failures}
+<p id="js-status" data-state="not-run">page script did not run</p>
+<script>{BODY_SCRIPT}</script>
+</body></html>
+"""
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    parts = (text or "").rstrip().splitlines()
+    return "\n".join(parts[-lines:]) if parts else "(no error text)"

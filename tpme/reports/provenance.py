@@ -1,0 +1,79 @@
+"""What a report states about where its figures come from: devices, versions, command lines,
+presets, commits, configs, which figures were measured, extrapolated or estimated, and the
+cells that failed with their errors."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tpme.reports.summary import Summary
+
+
+@dataclass
+class Provenance:
+    inputs: list[str]
+    devices: list[str]
+    versions: dict[str, list[str]]
+    commands: list[str]
+    presets: list[str]
+    commits: list[str]
+    hosts: list[str]
+    configs: list[dict[str, Any]]
+    sources: list[dict[str, Any]]  # per label: epoch time and memory sources
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def items(self) -> list[tuple[str, str]]:
+        """Key/value lines for the report's provenance section."""
+        vers = "; ".join(f"{k} {'/'.join(v)}" for k, v in self.versions.items())
+        return [
+            ("inputs", ", ".join(self.inputs) or "-"),
+            ("device", "; ".join(self.devices) or "-"),
+            ("versions", vers or "-"),
+            ("command line", " | ".join(self.commands) or "-"),
+            ("preset", ", ".join(self.presets) or "-"),
+            ("git commit", ", ".join(self.commits) or "-"),
+            ("host", ", ".join(self.hosts) or "-"),
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    return list(dict.fromkeys(v for v in values if v not in (None, "")))
+
+
+def _device(rec: dict[str, Any]) -> str | None:
+    d = (rec.get("provenance") or {}).get("device") or {}
+    name = d.get("name") or rec.get("device")
+    if name and d.get("driver"):
+        name += f" (driver {d['driver']})"
+    return name
+
+
+def collect(records: list[dict[str, Any]], summary: Summary, inputs: list[str]) -> Provenance:
+    provs = [r.get("provenance") or {} for r in records]
+    versions: dict[str, list[str]] = {}
+    for p in provs:
+        for k, v in (p.get("versions") or {}).items():
+            if v and v not in versions.setdefault(k, []):
+                versions[k].append(v)
+    configs = _unique([json.dumps(r.get("config"), sort_keys=True) for r in records if r.get("config")])
+    sources = [
+        {"label": r.label, "epoch_time": r.epoch_time_source, "memory": r.memory_kind, "memory_source": r.memory_source, "effectiveness": "measured" if r.hr10 is not None else None}
+        for r in summary.rows if r.ok
+    ]
+    failures = [{"label": row.label, **f} for row in summary.rows for f in row.failures]
+    return Provenance(
+        inputs=inputs,
+        devices=_unique([_device(r) for r in records]),
+        versions=versions,
+        commands=_unique([" ".join(p["command"]) if isinstance(p.get("command"), list) else p.get("command") for p in provs]),
+        presets=_unique([r.get("preset") for r in records]),
+        commits=_unique([p.get("git_commit") for p in provs]),
+        hosts=_unique([p.get("host") for p in provs]),
+        configs=[json.loads(c) for c in configs],
+        sources=sources,
+        failures=failures,
+    )
