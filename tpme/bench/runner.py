@@ -3,6 +3,7 @@ launcher, append each record as it arrives, then score and write the table."""
 from __future__ import annotations
 
 import time
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tpme.reports.table import render_markdown
 
 DATA_FILE = "data.npz"
 TABLE_FILE = "table.md"
+REPORT_DIR = "report"
 
 
 @dataclass
@@ -33,6 +35,7 @@ class RunPlan:
     plugins: list[str] = field(default_factory=list)
     cache_dir: str = ".tpme-cache"
     command: list[str] = field(default_factory=list)
+    report: bool = True  # write <out_dir>/report/ (HTML, Markdown, PNG) at the end
 
 
 def default_out_dir(cfg: RunConfig) -> Path:
@@ -66,4 +69,20 @@ def run_benchmark(plan: RunPlan, launcher: Launcher | None = None, progress: boo
             bar.write(f"{method}: {record['status']}: {(record.get('error') or '')[:200]}")
     scored = attach_scores(records, plan.weights)
     (plan.out_dir / TABLE_FILE).write_text(render_markdown(scored, plan.weights))
+    if plan.report:
+        write_run_report(plan, records)
     return scored
+
+
+def write_run_report(plan: RunPlan, records: list[dict[str, Any]]) -> Path | None:
+    """The report of the run; a failure to draw is a warning, never a lost run."""
+    try:
+        from tpme.reports.build import write_report
+
+        result = write_report(records, plan.out_dir / REPORT_DIR, plan.weights, ("html", "md", "png"), inputs=[str(plan.out_dir)])
+    except Exception as e:
+        print(f"tpme: warning: report not written: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+    for w in result.warnings:
+        print(f"tpme: warning: {w}", file=sys.stderr)
+    return result.path("report.html")

@@ -143,10 +143,11 @@ def sensitivity(entries: list[Entry], chosen: Weights, step: float = 0.05) -> Se
     grid, idx = simplex_grid(step)
     tpme = grid @ terms.T
     winners = winners_at(tpme, methods)
-    shares = dict.fromkeys(methods, 0.0)
+    counts = dict.fromkeys(methods, 0.0)
     for w in winners:
         for m in w:
-            shares[m] += 1 / (len(w) * len(winners))
+            counts[m] += 1 / len(w)
+    shares = {m: c / len(winners) for m, c in counts.items()}
     chosen_t = np.array(chosen.as_tuple()) @ terms.T
     chosen_winners = winners_at(chosen_t[None, :], methods)[0]
     ranks = dense_ranks(tpme)

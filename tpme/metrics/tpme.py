@@ -16,6 +16,14 @@ WEIGHT_PRESETS: dict[str, tuple[float, float, float]] = {
     "storage-bound": (0.1, 0.8, 0.1),  # many adapters to store or ship per task
 }
 
+WEIGHT_PRESET_USES: dict[str, str] = {
+    "paper": "the IISAN paper's weights: training time and GPU memory dominate, parameters count a little",
+    "equal": "no prior: the three costs count the same",
+    "time-bound": "training time is the constraint: a deadline, or paying per GPU-hour",
+    "memory-bound": "GPU memory is the constraint: a small GPU where fitting at all matters most",
+    "storage-bound": "stored parameters are the constraint: one adapter per task or user to keep and ship",
+}
+
 
 @dataclass(frozen=True)
 class Weights:

@@ -81,6 +81,7 @@ def render_figures(summary: Summary, sens: Sensitivity | None, fig_dir: Path | N
                 fig = spec.build(summary, sens)
                 if fig is None:
                     continue
+                width_in = float(fig.get_figwidth())
                 buf = io.BytesIO()
                 fig.savefig(buf, format="png", dpi=PNG_DPI)
                 if fig_dir is not None and "svg" in formats:
@@ -98,7 +99,7 @@ def render_figures(summary: Summary, sens: Sensitivity | None, fig_dir: Path | N
         caption = CAPTIONS.get(spec.name, "")
         if spec.name in ("efficiency", "time_memory"):
             caption += " " + sources
-        embedded.append(EmbeddedFigure(spec.name, spec.title, caption, png))
+        embedded.append(EmbeddedFigure(spec.name, spec.title, caption, png, width_in))
     return embedded
 
 

@@ -59,6 +59,7 @@ BODY_SCRIPT = """
 })();
 """
 
+PX_PER_INCH = 135  # a 7.2 in figure spans about 970 px of the 1100 px page
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 
@@ -68,6 +69,7 @@ class EmbeddedFigure:
     title: str
     caption: str
     png: bytes
+    width_in: float  # the figure's width, so figures keep one scale on the page
 
 
 def _e(text: object) -> str:
@@ -100,7 +102,7 @@ def sensitivity_html(sens: Sensitivity) -> str:
 def render_html(summary: Summary, prov: Provenance, figures: list[EmbeddedFigure], sens: Sensitivity | None, title: str) -> str:
     w = summary.weights.as_tuple()
     figs = "".join(
-        f'<figure id="fig-{_e(f.name)}"><img alt="{_e(f.title)}" src="data:image/png;base64,{base64.b64encode(f.png).decode()}">'
+        f'<figure id="fig-{_e(f.name)}"><img alt="{_e(f.title)}" style="width:{f.width_in * PX_PER_INCH:.0f}px" src="data:image/png;base64,{base64.b64encode(f.png).decode()}">'
         f"<figcaption><b>{_e(f.title)}.</b> {_e(f.caption)}</figcaption></figure>"
         for f in figures
     )

@@ -38,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=".tpme-cache", help="where one-off method caches live (default .tpme-cache)")
     p.add_argument("--json", action="store_true", help="print the result records (each with its tpme) as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not write the report (report/report.html, report.md, figures) at the end")
     p.set_defaults(func=run)
 
 
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         get_method(name, options[name])  # bad options fail here, before any cell runs
     out_dir = Path(args.out) if args.out else default_out_dir(cfg)
-    plan = RunPlan(cfg, [(n, options[n]) for n in names], out_dir, args.repeats, weights, args.plugin, args.cache_dir, ["tpme", "run", *sys.argv[2:]])
+    plan = RunPlan(cfg, [(n, options[n]) for n in names], out_dir, args.repeats, weights, args.plugin, args.cache_dir, ["tpme", "run", *sys.argv[2:]], report=not args.no_report)
     launcher = InProcessLauncher() if args.in_process else SubprocessLauncher(timeout_s=args.timeout, log_dir=out_dir / "logs")
     print(f"tpme: {len(names)} method(s) x {args.repeats} repeat(s), preset {cfg.preset}, backbone {cfg.backbone}, dataset {cfg.data.dataset} -> {out_dir}", file=sys.stderr)
     records = run_benchmark(plan, launcher, progress=not args.quiet)
@@ -83,4 +84,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_terminal(records, weights))
     print(f"tpme: results in {out_dir}/results.jsonl, table in {out_dir}/table.md", file=sys.stderr)
+    report = out_dir / "report" / "report.html"
+    if plan.report and report.is_file():
+        print(f"tpme: report in {report} (figures in {report.parent}/figures)", file=sys.stderr)
     return 0 if all(r["status"] == "ok" for r in records) else 1

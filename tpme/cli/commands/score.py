@@ -18,8 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Score methods by TPME. INPUT is a results.jsonl, a run directory, or a CSV with columns "
         "method,epoch_time_s,trainable_params,peak_memory_gb (figures measured elsewhere, e.g. a paper's table).",
     )
-    p.add_argument("input", metavar="INPUT")
+    p.add_argument("input", metavar="INPUT", nargs="?")
     add_weights_arg(p)
+    p.add_argument("--list-weights", action="store_true", help="list the named weight presets and what each is for, then exit")
     p.add_argument("--json", action="store_true", help="print a JSON list of {method, tpme, t_norm, p_norm, m_norm, rank}")
     p.set_defaults(func=run)
 
@@ -43,12 +44,28 @@ def read_csv(path: Path):
     return entries
 
 
+def list_weights(as_json: bool) -> int:
+    from tpme.metrics.tpme import WEIGHT_PRESETS, WEIGHT_PRESET_USES
+
+    if as_json:
+        print_json([{"name": n, "weights": list(w), "use": WEIGHT_PRESET_USES.get(n, "")} for n, w in WEIGHT_PRESETS.items()])
+        return 0
+    width = max(len(n) for n in WEIGHT_PRESETS)
+    for n, w in WEIGHT_PRESETS.items():
+        print(f"{n:<{width}}  {','.join(f'{x:.3g}' for x in w):<17}  {WEIGHT_PRESET_USES.get(n, '')}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from tpme.bench.record import load_records
     from tpme.metrics.aggregate import entries_from_records
     from tpme.metrics.tpme import Weights, score
     from tpme.reports.format import fmt_bytes, fmt_params, fmt_seconds
 
+    if args.list_weights:
+        return list_weights(args.json)
+    if not args.input:
+        raise TpmeError("INPUT is missing", "give a results.jsonl, a run directory or a CSV (or --list-weights)")
     weights = Weights.parse(args.weights)
     path = Path(args.input)
     if not path.exists():

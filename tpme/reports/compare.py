@@ -1,0 +1,192 @@
+"""Compare two result sets method by method: the ratio candidate / baseline of each metric
+and a verdict (better, worse, within noise).
+
+Noise: a change counts only beyond the threshold, widened to the relative spread
+(max - min) / median of either side's repeats where a side has several. TPME lies in
+[0, 1] and is 0 for the best method, so it is judged on its difference, with the threshold
+taken as an absolute TPME difference. Both sides are scored on one scale: each term is
+min-max normalised over the methods the two sets have in common, baseline and candidate
+values together, so a method's TPME moves only when its own figures move.
+Sets measured on different devices or configurations are not comparable: `mismatches`
+names what differs and the caller refuses unless forced.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from tpme.errors import TpmeError
+from tpme.metrics.aggregate import entries_from_records
+from tpme.metrics.tpme import Entry, Weights, score
+
+METRICS = (  # name, lower is better
+    ("epoch_time_s", True), ("trainable_params", True), ("peak_memory_bytes", True), ("tpme", True), ("hr@10", False), ("ndcg@10", False),
+)
+# Settings that change how long or how carefully a cell measures, not what it measures.
+IRRELEVANT_CONFIG = ("preset", "train.device", "train.steps", "train.warmup_steps", "train.memory_steps")
+
+
+def parse_threshold(text: str) -> float:
+    """`5%` or `0.05`."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value < 1) or (not t.endswith("%") and value >= 1):
+        raise TpmeError(f"bad --threshold {text!r}", "give a relative change such as 5% or 0.05")
+    return value
+
+
+@dataclass
+class Comparison:
+    label: str
+    metric: str
+    baseline: float | None
+    candidate: float | None
+    ratio: float | None
+    noise: float  # the band a change must exceed (relative; absolute for tpme)
+    verdict: str  # better | worse | within noise | n/a
+
+
+@dataclass
+class CompareResult:
+    threshold: float
+    rows: list[Comparison]
+    only_baseline: list[str]
+    only_candidate: list[str]
+    mismatches: list[str] = field(default_factory=list)
+    forced: bool = False
+
+    @property
+    def regressions(self) -> list[Comparison]:
+        return [c for c in self.rows if c.verdict == "worse"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold, "comparable": not self.mismatches, "mismatches": self.mismatches, "forced": self.forced,
+            "only_baseline": self.only_baseline, "only_candidate": self.only_candidate, "regressions": len(self.regressions),
+            "rows": [c.__dict__ for c in self.rows],
+        }
+
+
+def _drop(config: dict[str, Any], path: str) -> None:
+    node = config
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node.get(p) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+
+
+def relevant_config(record: dict[str, Any]) -> str:
+    cfg = copy.deepcopy(record.get("config") or {})
+    for path in IRRELEVANT_CONFIG:
+        _drop(cfg, path)
+    return json.dumps(cfg, sort_keys=True)
+
+
+def device_name(record: dict[str, Any]) -> str | None:
+    return ((record.get("provenance") or {}).get("device") or {}).get("name") or record.get("device")
+
+
+def mismatches(baseline: list[dict[str, Any]], candidate: list[dict[str, Any]]) -> list[str]:
+    out = []
+    bd, cd = sorted({str(device_name(r)) for r in baseline}), sorted({str(device_name(r)) for r in candidate})
+    if bd != cd:
+        out.append(f"devices differ: baseline {', '.join(bd)}; candidate {', '.join(cd)}")
+    bc, cc = {relevant_config(r) for r in baseline}, {relevant_config(r) for r in candidate}
+    if bc != cc:
+        diff = _config_diff([json.loads(c) for c in bc], [json.loads(c) for c in cc])
+        out.append("configs differ: " + (diff or "different sets of configurations"))
+    return out
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _config_diff(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str:
+    fa, fb = [_flatten(c) for c in a], [_flatten(c) for c in b]
+    keys = sorted({k for f in fa + fb for k in f})
+    parts = []
+    for k in keys:
+        va, vb = sorted({json.dumps(f.get(k)) for f in fa}), sorted({json.dumps(f.get(k)) for f in fb})
+        if va != vb:
+            parts.append(f"{k} {'/'.join(va)} -> {'/'.join(vb)}")
+    return "; ".join(parts)
+
+
+def _values(records: list[dict[str, Any]], label: str, metric: str) -> list[float]:
+    return [r[metric] for r in records if (r.get("label") or r["method"]) == label and r.get("status") == "ok" and isinstance(r.get(metric), (int, float))]
+
+
+def _spread(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    med = statistics.median(values)
+    return (max(values) - min(values)) / abs(med) if med else 0.0
+
+
+def common_scale_tpme(baseline: list[dict[str, Any]], candidate: list[dict[str, Any]], labels: set[str], weights: Weights) -> tuple[dict[str, float], dict[str, float]]:
+    """TPME of each side with every term normalised over both sides' values (see the module doc)."""
+    b = [e for e in entries_from_records(baseline) if e.method in labels]
+    c = [e for e in entries_from_records(candidate) if e.method in labels]
+    if not b:
+        return {}, {}
+    both = score(b + [Entry(f"\0candidate:{e.method}", e.epoch_time_s, e.trainable_params, e.peak_memory) for e in c], weights)
+    bt = {s.method: s.tpme for s in both[: len(b)]}
+    ct = {s.method.removeprefix("\0candidate:"): s.tpme for s in both[len(b):]}
+    return bt, ct
+
+
+def compare(baseline: list[dict[str, Any]], candidate: list[dict[str, Any]], threshold: float, weights: Weights) -> CompareResult:
+    def labels(rs: list[dict[str, Any]]) -> list[str]:
+        return list(dict.fromkeys((r.get("label") or r["method"]) for r in rs))
+
+    bl, cl = labels(baseline), labels(candidate)
+    common = [x for x in bl if x in cl]
+    if not common:
+        raise TpmeError("the two result sets have no method label in common", "compare runs of the same methods")
+    ok_common = {x for x in common if _values(baseline, x, "epoch_time_s") and _values(candidate, x, "epoch_time_s")}
+    bt, ct = common_scale_tpme(baseline, candidate, ok_common, weights)
+    rows = []
+    for lab in common:
+        for metric, lower_better in METRICS:
+            if metric == "tpme":
+                b_vals = [bt[lab]] if lab in bt else []
+                c_vals = [ct[lab]] if lab in ct else []
+            else:
+                b_vals, c_vals = _values(baseline, lab, metric), _values(candidate, lab, metric)
+            if not b_vals and not c_vals:
+                continue
+            rows.append(_judge(lab, metric, lower_better, b_vals, c_vals, threshold))
+    return CompareResult(threshold, rows, [x for x in bl if x not in cl], [x for x in cl if x not in bl])
+
+
+def _judge(lab: str, metric: str, lower_better: bool, b_vals: list[float], c_vals: list[float], threshold: float) -> Comparison:
+    if not b_vals or not c_vals:
+        return Comparison(lab, metric, statistics.median(b_vals) if b_vals else None, statistics.median(c_vals) if c_vals else None, None, threshold, "n/a")
+    b, c = statistics.median(b_vals), statistics.median(c_vals)
+    ratio = c / b if b else None
+    if metric == "tpme":
+        change, noise = c - b, threshold
+    else:
+        noise = max(threshold, _spread(b_vals), _spread(c_vals))
+        change = (c - b) / abs(b) if b else (0.0 if c == b else float("inf"))
+    if abs(change) <= noise:
+        verdict = "within noise"
+    else:
+        verdict = "better" if (change < 0) == lower_better else "worse"
+    return Comparison(lab, metric, b, c, ratio, noise, verdict)
