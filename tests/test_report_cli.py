@@ -1,0 +1,106 @@
+"""The report commands end to end on a real `tpme run --preset ci`, and the report that
+`tpme run` writes at its end (or not, with --no-report; a failure there is only a warning)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from records_factory import record
+
+from tpme.bench.runner import RunPlan, run_benchmark
+from tpme.cli import build_parser, main
+from tpme.config import preset
+from tpme.metrics.tpme import WEIGHT_PRESETS, Weights
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("run") / "ci"
+    capture = pytest.MonkeyPatch()
+    import io
+    import sys
+
+    err = io.StringIO()
+    capture.setattr(sys, "stderr", err)
+    try:
+        code = main(["run", "--preset", "ci", "--methods", "fft,frozen", "--out", str(out), "--quiet"])
+    finally:
+        capture.undo()
+    assert code == 0, err.getvalue()
+    return out, err.getvalue()
+
+
+def test_run_writes_its_report_and_says_where(ci_run) -> None:
+    out, err = ci_run
+    assert f"tpme: report in {out}/report/report.html" in err
+    for name in ("report.html", "report.md", "figures/efficiency.png", "figures/time_memory.png", "figures/step_times.png", "figures/sensitivity.png"):
+        assert (out / "report" / name).is_file(), name
+    html = (out / "report" / "report.html").read_text()
+    assert "<dt>command line</dt><dd>tpme run" in html and "cpu_tensor_peak" in html
+
+
+def test_report_command_all_formats(ci_run, tmp_path: Path, capsys) -> None:
+    out, _ = ci_run
+    assert main(["report", str(out), "--out", str(tmp_path / "r"), "--weights", "memory-bound"]) == 0
+    listed = capsys.readouterr().out.split()
+    for name in ("report.html", "report.md", "table.tex", "table.csv", "report.json"):
+        assert str(tmp_path / "r" / name) in listed
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["weights"] == list(WEIGHT_PRESETS["memory-bound"])
+    assert [r["label"] for r in data["rows"]] == ["frozen", "fft"]
+
+
+def test_report_group_by_and_merged_inputs(ci_run, tmp_path: Path) -> None:
+    out, _ = ci_run
+    assert main(["report", str(out), str(out / "results.jsonl"), "--out", str(tmp_path / "g"), "--format", "csv,png", "--group-by", "config.train.batch_size"]) == 0
+    assert (tmp_path / "g" / "figures" / "group_trend.png").is_file()
+    assert "fft [batch_size=8]" in (tmp_path / "g" / "table.csv").read_text()
+
+
+def test_compare_a_run_with_itself(ci_run, capsys) -> None:
+    out, _ = ci_run
+    assert main(["compare", str(out), str(out), "--fail-on-regression"]) == 0
+    assert "0 regression(s)" in capsys.readouterr().out
+
+
+def test_report_bad_input(tmp_path: Path, capsys) -> None:
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--format", "pdf"]) == 2
+
+
+def test_score_lists_weight_presets(capsys) -> None:
+    assert main(["score", "--list-weights", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in data] == list(WEIGHT_PRESETS)
+    assert all(d["use"] and abs(sum(d["weights"]) - 1) < 1e-9 for d in data)
+
+
+class CannedLauncher:
+    """Answers every cell with a hand-built record: the runner's report step without training."""
+
+    def run(self, spec):
+        return record(spec.method, 2.0 if spec.method == "fft" else 1.0, 100, 2**20)
+
+
+def plan(tmp_path: Path, report: bool) -> RunPlan:
+    return RunPlan(preset("ci"), [("fft", {}), ("frozen", {})], tmp_path, weights=Weights.parse("paper"), report=report)
+
+
+def test_no_report_skips_it(tmp_path: Path) -> None:
+    assert build_parser().parse_args(["run", "--no-report"]).no_report
+    run_benchmark(plan(tmp_path, report=False), CannedLauncher(), progress=False)
+    assert (tmp_path / "table.md").is_file() and not (tmp_path / "report").exists()
+
+
+def test_a_failing_report_is_a_warning_not_a_lost_run(tmp_path: Path, monkeypatch, capsys) -> None:
+    import tpme.reports.build as build
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(build, "write_report", broken)
+    records = run_benchmark(plan(tmp_path, report=True), CannedLauncher(), progress=False)
+    assert len(records) == 2 and (tmp_path / "results.jsonl").is_file()
+    assert "warning: report not written: RuntimeError: no fonts" in capsys.readouterr().err
