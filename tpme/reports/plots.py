@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Polygon
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from tpme.reports.summary import Row, Summary
 from tpme.reports.table import memory_unit
@@ -305,7 +306,8 @@ def group_trend(summary: Summary, _: Any = None) -> Figure | None:
             if r.group_value is None:
                 ax.axhline(get(r), color=colours[r.label], linestyle="--", linewidth=1, label=f"{r.label} (no {leaf})")
         if log:
-            ax.set_yscale("log")
+            _auto_log(ax, [get(r) for r in rows], "y")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
         ax.set_title(name)
     if numeric and all(float(v) > 0 for v in values) and max(float(v) for v in values) / min(float(v) for v in values) >= 8:
         for ax in axes:
@@ -313,7 +315,7 @@ def group_trend(summary: Summary, _: Any = None) -> Figure | None:
     for ax in axes[2:]:
         ax.set_xlabel(summary.group_by)
         ax.set_xticks([pos[v] for v in values], [str(v) for v in values])
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(NullLocator())
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", frameon=False)
     return fig
