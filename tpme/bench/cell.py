@@ -22,6 +22,7 @@ from tpme.bench.train import StepTimes, Trainer, timed_steps
 from tpme.config import RunConfig
 from tpme.datasets.batching import IMAGE, TEXT, ItemFeatures, TrainLoader
 from tpme.datasets.bundle import DataBundle
+from tpme.datasets.prefetch import Prefetcher
 from tpme.methods.registry import PrepareContext, get_method, load_plugins
 from tpme.models.backbones import Backbones, BackboneSpec
 from tpme.models.recommender import Recommender
@@ -77,6 +78,9 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
     tower = method.build_tower(backbones, cfg.train.embed_dim)
     model = Recommender(tower, cfg.train.embed_dim, cfg.data.max_seq_len).to(device)
 
+    def prefetched(it):
+        return Prefetcher(it, depth=cfg.train.prefetch, pin_memory=device.type == "cuda")
+
     pad_id = int(bundle.info.get("pad_id", 0))
     t0 = time.perf_counter()
     prepare_info = method.prepare(
@@ -96,12 +100,14 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
     record.update(trainable_params=trainable, total_params=total)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr)
+    if cfg.train.compile:
+        model.compile(dynamic=True)
     trainer = Trainer(model, optimizer, grad_scaler(device, cfg.train.precision), device, cfg.train.precision)
     loader = TrainLoader(bundle, ItemFeatures(bundle, tower.needs, image_size, pad_id), cfg.train.batch_size, seed=cfg.train.seed + spec.repeat)
     record["steps_per_epoch"] = len(loader)
     model.train()
 
-    batches = loader.forever()
+    batches = prefetched(loader.forever())
     for _ in range(cfg.train.warmup_steps):
         trainer.step(next(batches))
     synchronize(device)
@@ -114,7 +120,8 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
         epoch_walls = []
         for epoch in range(cfg.train.epochs):
             t_epoch = time.perf_counter()
-            timed_steps(trainer, loader.epoch(1000 + epoch), len(loader), times, on_step)
+            with prefetched(loader.epoch(1000 + epoch)) as epoch_batches:
+                timed_steps(trainer, epoch_batches, len(loader), times, on_step)
             epoch_walls.append(time.perf_counter() - t_epoch)
         epoch_time, source = sum(epoch_walls) / len(epoch_walls), "measured"
     else:
@@ -144,6 +151,7 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
                 del batch
         memory["cpu_tensor_peak_bytes"] = tracker.peak
         record.update(peak_memory_bytes=tracker.peak, memory_source="cpu_tensor_peak")
+    batches.close()
     record["memory"] = memory
     record["status"] = "ok"
     return record
