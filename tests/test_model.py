@@ -3,24 +3,16 @@ import numpy as np
 import pytest
 import torch
 
-from tpme.bench.device import grad_scaler
-from tpme.bench.train import Trainer
-from tpme.datasets.batching import ItemFeatures, TrainLoader
+from tpme.bench.setup import build_training
+from tpme.config import preset
 from tpme.datasets.bundle import DataBundle
 from tpme.methods.registry import get_method
-from tpme.models.backbones import Backbones, BackboneSpec
-from tpme.models.recommender import Recommender
 
 
-def build(method: str, bundle: DataBundle, lr: float = 1e-3):
-    torch.manual_seed(0)
-    backbones = Backbones.build(BackboneSpec.parse("tiny"))
-    tower = get_method(method).build_tower(backbones, 32)
-    model = Recommender(tower, 32, bundle.max_seq_len)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    trainer = Trainer(model, opt, grad_scaler(torch.device("cpu"), "fp32"), torch.device("cpu"), "fp32")
-    loader = TrainLoader(bundle, ItemFeatures(bundle, tower.needs, backbones.image_size), batch_size=16)
-    return model, trainer, loader, backbones
+def build(method: str, bundle: DataBundle):
+    cfg = preset("ci").replace(embed_dim=32, lr=1e-3, batch_size=16)
+    setup = build_training(cfg, get_method(method), bundle, torch.device("cpu"))
+    return setup.model, setup.trainer, setup.loader, setup.model.tower
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +43,14 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("method,changes", [("fft", True), ("frozen", False)])
 def test_backbone_weights_change_only_when_trained(bundle, method, changes):
-    model, trainer, loader, backbones = build(method, bundle)
-    before = {"text": snapshot(backbones.text), "image": snapshot(backbones.image)}
+    model, trainer, loader, tower = build(method, bundle)
+    before = {"text": snapshot(tower.text), "image": snapshot(tower.image)}
     heads_before = snapshot(model.tower.heads)
     model.train()
     batches = loader.forever()
     for _ in range(3):
         trainer.step(next(batches))
-    for name, module in (("text", backbones.text), ("image", backbones.image)):
+    for name, module in (("text", tower.text), ("image", tower.image)):
         after = snapshot(module)
         identical = all(torch.equal(before[name][k], after[k]) for k in after)
         assert identical is not changes, f"{method}: {name} backbone identical={identical}"
