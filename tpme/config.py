@@ -38,6 +38,8 @@ class TrainConfig:
     precision: str = "fp32"
     device: str = "auto"
     seed: int = 0
+    prefetch: int = 2  # batches prepared ahead in a background thread
+    compile: bool = False  # torch.compile the recommender (compilation happens in warm-up)
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,8 @@ class RunConfig:
                 raise TpmeError(f"{name} must be at least 1")
         if t.steps is not None and t.steps < 1 or t.epochs is not None and t.epochs < 1:
             raise TpmeError("steps and epochs must be at least 1")
-        if t.warmup_steps < 0 or t.memory_steps < 0:
-            raise TpmeError("warmup_steps and memory_steps must be non-negative")
+        if t.warmup_steps < 0 or t.memory_steps < 0 or t.prefetch < 1:
+            raise TpmeError("warmup_steps and memory_steps must be non-negative, prefetch at least 1")
         if self.data.max_seq_len < 1 or self.data.text_len < 3:
             raise TpmeError("max_seq_len must be >= 1 and text_len >= 3")
 

@@ -6,7 +6,6 @@ tracks tensor memory. The launcher decides which process this runs in.
 """
 from __future__ import annotations
 
-import gc
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,17 +13,16 @@ from typing import Any
 
 import torch
 
-from tpme.bench.device import grad_scaler, resolve_device, synchronize
+from tpme.bench.device import resolve_device, synchronize
 from tpme.bench.probes import TensorMemoryTracker, memory_probes
 from tpme.bench.provenance import provenance
 from tpme.bench.record import empty_record
-from tpme.bench.train import StepTimes, Trainer, timed_steps
+from tpme.bench.setup import build_training, count_params
+from tpme.bench.train import StepTimes, timed_steps
 from tpme.config import RunConfig
-from tpme.datasets.batching import IMAGE, TEXT, ItemFeatures, TrainLoader
 from tpme.datasets.bundle import DataBundle
-from tpme.methods.registry import PrepareContext, get_method, load_plugins
-from tpme.models.backbones import Backbones, BackboneSpec
-from tpme.models.recommender import Recommender
+from tpme.datasets.prefetch import Prefetcher
+from tpme.methods.registry import get_method, load_plugins
 
 
 @dataclass
@@ -46,12 +44,6 @@ class CellSpec:
         return cls(**json.loads(text))
 
 
-def count_params(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) over unique parameters."""
-    params = {id(p): p for p in model.parameters()}.values()
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
 def _tracked_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
     yield from model.parameters()
     yield from model.buffers()
@@ -67,41 +59,21 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
     load_plugins(spec.plugins)
     method = get_method(spec.method, spec.options)
     device = resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.train.seed + spec.repeat)
     record.update(device=str(device), method_options=method.options_dict(), provenance=provenance(device, spec.command))
 
     bundle = DataBundle.load(spec.data_path)
     record["data"] = bundle.stats()
-    backbones = Backbones.build(BackboneSpec.parse(cfg.backbone))
-    image_size = backbones.image_size
-    tower = method.build_tower(backbones, cfg.train.embed_dim)
-    model = Recommender(tower, cfg.train.embed_dim, cfg.data.max_seq_len).to(device)
-
-    pad_id = int(bundle.info.get("pad_id", 0))
-    t0 = time.perf_counter()
-    prepare_info = method.prepare(
-        tower,
-        PrepareContext(backbones, bundle, ItemFeatures(bundle, frozenset({TEXT, IMAGE}), image_size, pad_id), device, cfg.train.precision, spec.cache_dir),
-    )
-    synchronize(device)
-    record["prepare_time_s"] = time.perf_counter() - t0
-    record["prepare"] = prepare_info
-    del backbones
-    if not method.uses_backbones_in_training:
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
+    setup = build_training(cfg, method, bundle, device, spec.cache_dir, seed=cfg.train.seed + spec.repeat)
+    model, trainer, loader = setup.model, setup.trainer, setup.loader
+    optimizer = trainer.optimizer
+    record.update(prepare_time_s=setup.prepare_time_s, prepare=setup.prepare_info, steps_per_epoch=len(loader))
     trainable, total = count_params(model)
     record.update(trainable_params=trainable, total_params=total)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.train.lr)
-    trainer = Trainer(model, optimizer, grad_scaler(device, cfg.train.precision), device, cfg.train.precision)
-    loader = TrainLoader(bundle, ItemFeatures(bundle, tower.needs, image_size, pad_id), cfg.train.batch_size, seed=cfg.train.seed + spec.repeat)
-    record["steps_per_epoch"] = len(loader)
-    model.train()
 
-    batches = loader.forever()
+    def prefetched(it):
+        return Prefetcher(it, depth=cfg.train.prefetch, pin_memory=device.type == "cuda")
+
+    batches = prefetched(loader.forever())
     for _ in range(cfg.train.warmup_steps):
         trainer.step(next(batches))
     synchronize(device)
@@ -114,7 +86,8 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
         epoch_walls = []
         for epoch in range(cfg.train.epochs):
             t_epoch = time.perf_counter()
-            timed_steps(trainer, loader.epoch(1000 + epoch), len(loader), times, on_step)
+            with prefetched(loader.epoch(1000 + epoch)) as epoch_batches:
+                timed_steps(trainer, epoch_batches, len(loader), times, on_step)
             epoch_walls.append(time.perf_counter() - t_epoch)
         epoch_time, source = sum(epoch_walls) / len(epoch_walls), "measured"
     else:
@@ -144,6 +117,7 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
                 del batch
         memory["cpu_tensor_peak_bytes"] = tracker.peak
         record.update(peak_memory_bytes=tracker.peak, memory_source="cpu_tensor_peak")
+    batches.close()
     record["memory"] = memory
     record["status"] = "ok"
     return record

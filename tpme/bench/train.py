@@ -98,7 +98,7 @@ def timed_steps(trainer: Trainer, batches: Iterator[TrainBatch], n: int, times: 
         times.phases["forward"].append(clock.between(m0, m1))
         times.phases["backward"].append(clock.between(m1, m2))
         times.phases["optimizer"].append(clock.between(m2, m3))
-        times.losses.append(float(loss))
+        times.losses.append(float(loss.detach()))
         if on_step is not None:
             on_step()
     return times

@@ -36,6 +36,12 @@ class ItemBatch:
             pixels = pixels.float().div_(127.5).sub_(1.0)  # mean 0.5, std 0.5
         return ItemBatch(move(self.item_ids), move(self.input_ids), move(self.attention_mask), pixels)
 
+    def pin_memory(self) -> "ItemBatch":
+        def pin(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.pin_memory()
+
+        return ItemBatch(pin(self.item_ids), pin(self.input_ids), pin(self.attention_mask), pin(self.pixels))
+
 
 @dataclass
 class TrainBatch:
@@ -52,6 +58,9 @@ class TrainBatch:
             log_pop=self.log_pop.to(device, non_blocking=non_blocking),
             items=self.items.to(device, non_blocking=non_blocking),
         )
+
+    def pin_memory(self) -> "TrainBatch":
+        return TrainBatch(self.seq_index.pin_memory(), self.own.pin_memory(), self.log_pop.pin_memory(), self.items.pin_memory())
 
 
 class ItemFeatures:

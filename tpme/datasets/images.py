@@ -50,5 +50,5 @@ class SyntheticImages:
     def images(self, items: np.ndarray, size: int) -> np.ndarray:
         out = np.empty((len(items), 3, size, size), dtype=np.uint8)
         for row, item in enumerate(items):
-            out[row] = self.catalog.image(int(self.item_keys[item]), size).transpose(2, 0, 1)
+            self.catalog.image_chw(int(self.item_keys[item]), size, out=out[row])
         return out

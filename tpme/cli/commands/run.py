@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="autocast precision (default: the preset's)")
     p.add_argument("--seed", type=int, help="seed of data and initialisation")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the recommender (compiled during warm-up; give enough --warmup-steps)")
     add_weights_arg(p)
     p.add_argument("--method-opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE", help="a method option (repeatable); unscoped options apply to every selected method")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE, which registers methods (repeatable)")
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = preset(args.preset)
     overrides = {
         "dataset": args.dataset, "backbone": args.backbone, "batch_size": args.batch_size, "warmup_steps": args.warmup_steps,
-        "device": args.device, "precision": args.precision, "seed": args.seed,
+        "device": args.device, "precision": args.precision, "seed": args.seed, "compile": args.compile,
     }
     if args.epochs is not None:
         overrides.update(epochs=args.epochs, steps=None)

@@ -1,0 +1,201 @@
+"""Measure tpme's performance ratios side by side in one run and print each beside its goal.
+
+    .venv/bin/python benchmarks/ratios.py                       # default preset, CPU
+    .venv/bin/python benchmarks/ratios.py --preset paper --steps 20 --json   # on a GPU
+
+Ratios, not absolute times: both sides of each ratio are measured in this one run, on the
+same machine, interleaved where they share a process, so machine noise mostly cancels.
+- method ratios: fft / iisan-cached epoch time, fft / iisan and fft / iisan-cached peak
+  memory, each from the harness (a fresh process per method, as `tpme run` measures);
+- harness overhead: the harness's timed loop (prefetching loader, phase clock) against a
+  minimal hand-written PyTorch loop over pre-collated batches, same model;
+- probe overhead: the timed loop with the memory probes running against without;
+- cache build speed: iisan-cached's one-off cache build against plain batched inference
+  of both backbones (no grad, eval, autocast), in items per second.
+GPU goals (paper preset) are marked n/a on a CPU; CPU results are reported for reference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+from tpme.bench.device import autocast, resolve_device, synchronize
+from tpme.bench.probes import memory_probes
+from tpme.bench.runner import RunPlan, prepare_data, run_benchmark
+from tpme.bench.setup import build_training
+from tpme.bench.train import StepTimes, timed_steps
+from tpme.config import RunConfig, preset
+from tpme.datasets.batching import IMAGE, TEXT, ItemFeatures
+from tpme.datasets.bundle import DataBundle
+from tpme.datasets.prefetch import Prefetcher
+from tpme.methods.registry import available_methods, get_method
+from tpme.models.backbones import Backbones, BackboneSpec
+
+
+@dataclass
+class Ratio:
+    name: str
+    value: float | None
+    goal: str
+    met: bool | None  # None: the goal does not apply to this device or preset
+    note: str = ""
+
+
+def _goal(value: float | None, op: str, bound: float, applies: bool) -> bool | None:
+    if value is None or not applies:
+        return None
+    return value >= bound if op == ">=" else value <= bound
+
+
+def method_ratios(cfg: RunConfig, out_dir: Path, on_gpu_paper: bool) -> tuple[list[Ratio], list[dict]]:
+    names = [m for m in ("fft", "iisan", "iisan-cached") if m in available_methods()]
+    plan = RunPlan(cfg, [(m, {}) for m in names], out_dir)
+    records = {r["method"]: r for r in run_benchmark(plan, progress=True)}
+    ok = {m: r for m, r in records.items() if r["status"] == "ok"}
+
+    def ratio(a: str, b: str, field: str) -> float | None:
+        return ok[a][field] / ok[b][field] if a in ok and b in ok and ok[b][field] else None
+
+    t = ratio("fft", "iisan-cached", "epoch_time_s")
+    m1 = ratio("fft", "iisan", "peak_memory_bytes")
+    m2 = ratio("fft", "iisan-cached", "peak_memory_bytes")
+    out = [
+        Ratio("epoch time fft / iisan-cached", t, ">= 50 (GPU, paper)", _goal(t, ">=", 50, on_gpu_paper)),
+        Ratio("peak memory fft / iisan", m1, ">= 10 (GPU, paper)", _goal(m1, ">=", 10, on_gpu_paper)),
+        Ratio("peak memory fft / iisan-cached", m2, ">= 30 (GPU, paper)", _goal(m2, ">=", 30, on_gpu_paper)),
+    ]
+    cached = ok.get("iisan-cached")
+    if cached is not None:
+        full = cached["epoch_time_s"]
+        applies = on_gpu_paper and "H200" in str(cached["provenance"]["device"].get("name", ""))
+        out.append(Ratio("iisan-cached epoch time, seconds (Scientific size)", full, "< 2 s (H200, paper)", _goal(full, "<=", 2.0, applies), "absolute; only meaningful on the GPU"))
+    for m, r in records.items():
+        if r["status"] != "ok":
+            out.append(Ratio(f"{m} cell", None, "ok", False, f"{r['status']}: {r['error']}"))
+    return out, list(records.values())
+
+
+def _interleaved(a, b, rounds: int) -> tuple[float, float]:
+    """Median of per-round medians of a() and b(), run alternately so drift hits both."""
+    xs, ys = [], []
+    for _ in range(rounds):
+        xs.append(a())
+        ys.append(b())
+    return statistics.median(xs), statistics.median(ys)
+
+
+def loop_overheads(cfg: RunConfig, bundle: DataBundle, method: str, steps: int, rounds: int) -> list[Ratio]:
+    device = resolve_device(cfg.train.device)
+    with tempfile.TemporaryDirectory() as cache:
+        setup = build_training(cfg, get_method(method), bundle, device, cache)
+        model, trainer = setup.model, setup.trainer
+        premade = [b.to(device) for b in islice(setup.loader.forever(), steps)]
+        for b in premade[:2]:
+            trainer.step(b)
+
+        def minimal() -> float:
+            times = []
+            for b in premade:
+                synchronize(device)
+                t0 = time.perf_counter()
+                with autocast(device, cfg.train.precision):
+                    loss = model(b)
+                trainer.scaler.scale(loss).backward()
+                trainer.scaler.step(trainer.optimizer)
+                trainer.scaler.update()
+                trainer.optimizer.zero_grad(set_to_none=True)
+                synchronize(device)
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times)
+
+        def harness(with_probes: bool = False) -> float:
+            probes = memory_probes(device) if with_probes else []
+            with Prefetcher(setup.loader.forever(), depth=cfg.train.prefetch, pin_memory=device.type == "cuda") as batches:
+                for p in probes:
+                    p.start()
+                times = timed_steps(trainer, batches, steps, StepTimes())
+                for p in probes:
+                    p.stop()
+            return statistics.median(times.total)
+
+        base, full = _interleaved(minimal, harness, rounds)
+        plain, probed = _interleaved(harness, lambda: harness(True), rounds)
+    on_gpu = device.type == "cuda"
+    h = full / base
+    p = probed / plain
+    return [
+        Ratio(f"harness step / minimal PyTorch step ({method})", h, "<= 1.10", _goal(h, "<=", 1.10, True), "harness includes its data pipeline; minimal uses pre-collated batches"),
+        Ratio(f"step with memory probes / without ({method})", p, "<= 1.01", _goal(p, "<=", 1.01, on_gpu), "CPU has no concurrent probes (its tracker runs in separate steps)" if not on_gpu else ""),
+    ]
+
+
+def cache_build_speed(cfg: RunConfig, bundle: DataBundle) -> list[Ratio]:
+    if "iisan-cached" not in available_methods():
+        return []
+    device = resolve_device(cfg.train.device)
+    with tempfile.TemporaryDirectory() as cache:
+        setup = build_training(cfg, get_method("iisan-cached"), bundle, device, cache)
+        build_rate = bundle.n_items / setup.prepare_time_s
+    backbones = Backbones.build(BackboneSpec.parse(cfg.backbone))
+    backbones.text.to(device).eval()
+    backbones.image.to(device).eval()
+    features = ItemFeatures(bundle, frozenset({TEXT, IMAGE}), backbones.image_size, int(bundle.info.get("pad_id", 0)))
+    batch = int(setup.prepare_info.get("batch_size", 256)) if setup.prepare_info else 256
+    ids = torch.arange(1, bundle.n_items + 1).numpy()
+    synchronize(device)
+    t0 = time.perf_counter()
+    with torch.no_grad(), autocast(device, cfg.train.precision):
+        for start in range(0, len(ids), batch):
+            items = features.gather(ids[start : start + batch]).to(device)
+            backbones.text(input_ids=items.input_ids, attention_mask=items.attention_mask, output_hidden_states=True)
+            backbones.image(pixel_values=items.pixels, output_hidden_states=True)
+    synchronize(device)
+    infer_rate = bundle.n_items / (time.perf_counter() - t0)
+    r = build_rate / infer_rate
+    return [Ratio("cache build / backbone inference, items per second", r, ">= 0.9", _goal(r, ">=", 0.9, True), f"build {build_rate:.0f} items/s, inference {infer_rate:.0f} items/s")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--steps", type=int, help="timed steps per cell (default: the preset's)")
+    ap.add_argument("--overhead-method", default="frozen", help="method for the overhead ratios (default frozen: the smallest step, so overhead shows most)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds for in-process ratios")
+    ap.add_argument("--out", default=None, help="run directory for the method cells")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    cfg = preset(args.preset).replace(device=args.device, **({"steps": args.steps} if args.steps else {}))
+    device = resolve_device(cfg.train.device)
+    on_gpu_paper = device.type == "cuda" and cfg.preset == "paper"
+    out_dir = Path(args.out or tempfile.mkdtemp(prefix="tpme-ratios-"))
+    ratios, records = method_ratios(cfg, out_dir, on_gpu_paper)
+    bundle = DataBundle.load(prepare_data(RunPlan(cfg, [], out_dir)))
+    ratios += loop_overheads(cfg, bundle, args.overhead_method, cfg.train.steps or 8, args.rounds)
+    ratios += cache_build_speed(cfg, bundle)
+
+    device_name = records[0]["provenance"]["device"].get("name") if records and records[0].get("provenance") else str(device)
+    if args.json:
+        json.dump({"preset": cfg.preset, "device": device_name, "ratios": [asdict(r) for r in ratios]}, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"preset {cfg.preset}, device {device_name}")
+        for r in ratios:
+            verdict = {True: "met", False: "NOT met", None: "n/a here"}[r.met]
+            value = "-" if r.value is None else f"{r.value:.3f}"
+            print(f"  {r.name:<58} {value:>10}   goal {r.goal:<22} {verdict}" + (f"   ({r.note})" if r.note else ""))
+    return 0 if all(r.met is not False for r in ratios) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
