@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Polygon
-from matplotlib.ticker import FuncFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from tpme.reports.summary import Row, Summary
 from tpme.reports.table import memory_unit
@@ -69,6 +69,9 @@ def efficiency_bars(summary: Summary, _: Any = None) -> Figure | None:
             ax.set_xscale("log")
             lo = min(v for v in values if v > 0)
             ax.set_xlim(lo / 2, max(values) * 5)
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0) if max(values) / lo < 300 else (1.0,)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         else:
             ax.set_xlim(0, max(max(values), 1e-12) * 1.35)
         for yi, v in zip(y, values):
@@ -85,11 +88,12 @@ def _hatch_legend(fig: Figure, sources: set[str]) -> None:
 
 
 def _short(v: float) -> str:
+    """Three significant digits, K/M suffixes for counts (4.00, 10.0, 0.362, 428K)."""
     if v >= 1e6:
         return f"{v / 1e6:.3g}M"
     if v >= 1e3:
         return f"{v / 1e3:.3g}K"
-    return f"{v:.3g}"
+    return f"{v:#.3g}".rstrip(".")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -117,7 +121,9 @@ def time_memory(summary: Summary, _: Any = None) -> Figure | None:
     ax = fig.subplots()
     front = pareto_front(list(zip(x, y)))
     fx, fy = [x[i] for i in front], [y[i] for i in front]
-    ax.step(fx, fy, where="post", color="black", linewidth=1, linestyle="--", label="Pareto front (time, memory)", zorder=1)
+    names = [rows[i].label for i in front]
+    on_front = ", ".join(names) if len(names) <= 4 else f"{len(names)} methods"
+    ax.step(fx, fy, where="post", color="black", linewidth=1, linestyle="--", label=f"Pareto front (time, memory): {on_front}", zorder=1)
     for r, xi, yi, s in zip(rows, x, y, sizes):
         ax.scatter([xi], [yi], s=s, color=colours[r.label], edgecolor="black", linewidth=0.5, alpha=0.85, zorder=2)
     _auto_log(ax, x, "x")
@@ -179,6 +185,10 @@ def _auto_log(ax: Any, values: list[float], axis: str) -> None:
     pos = [v for v in values if v > 0]
     if pos and len(pos) == len(values) and max(pos) / min(pos) > 30:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        target = ax.xaxis if axis == "x" else ax.yaxis
+        target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        target.set_minor_formatter(NullFormatter())
 
 
 def effectiveness(summary: Summary, _: Any = None) -> Figure | None:

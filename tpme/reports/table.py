@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tpme.metrics.tpme import Weights
-from tpme.reports.format import fmt_float, fmt_seconds
+from tpme.reports.format import fmt_float
 from tpme.reports.summary import Row, Summary, summarise
 
 TIME_MARK = {"measured": "", "extrapolated": "*", "estimated": "~", "mixed": "+"}
@@ -24,6 +24,11 @@ CSV_COLUMNS = (
     "trainable_params", "trainable_params_pct_of_max", "peak_memory_bytes", "memory_source", "hr@10", "ndcg@10",
     "repeats", "repeats_ok", "status", "error", "weight_time", "weight_params", "weight_memory",
 )
+
+
+def fmt_time(s: float) -> str:
+    """Three significant digits, trailing zeros kept (4.00, 10.0, 0.362); whole seconds from 100."""
+    return f"{s:.0f}" if s >= 100 else f"{s:#.3g}"
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ def build_table(summary: Summary, status_column: bool = True) -> Table:
                 f"{r.trainable_params / pu.size:.2f}" if pu.size > 1 else f"{r.trainable_params:.0f}",
                 f"{100 * r.params_share:.2f}" if r.params_share is not None else "-",
                 f"{r.peak_memory_bytes / mu.size:.2f}" + ("~" if r.memory_kind == "estimated" else "+" if r.memory_kind == "mixed" else ""),
-                fmt_seconds(r.epoch_time_s) + TIME_MARK.get(r.epoch_time_source or "", "?"),
+                fmt_time(r.epoch_time_s) + TIME_MARK.get(r.epoch_time_source or "", "?"),
                 fmt_float(r.tpme),
                 str(r.rank) if r.rank is not None else "-",
             ]
