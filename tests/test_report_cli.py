@@ -2,6 +2,8 @@
 `tpme run` writes at its end (or not, with --no-report; a failure there is only a warning)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -17,16 +19,9 @@ from tpme.metrics.tpme import WEIGHT_PRESETS, Weights
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("run") / "ci"
-    capture = pytest.MonkeyPatch()
-    import io
-    import sys
-
     err = io.StringIO()
-    capture.setattr(sys, "stderr", err)
-    try:
+    with contextlib.redirect_stderr(err):
         code = main(["run", "--preset", "ci", "--methods", "fft,frozen", "--out", str(out), "--quiet"])
-    finally:
-        capture.undo()
     assert code == 0, err.getvalue()
     return out, err.getvalue()
 

@@ -10,7 +10,6 @@ Ranks at a point are dense ranks of TPME rounded to 12 decimals, as in `score`.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

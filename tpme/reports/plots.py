@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Polygon
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
+from tpme.metrics.sensitivity import TIE_TOL, Sensitivity
+from tpme.metrics.tpme import WEIGHT_PRESETS
 from tpme.reports.summary import Row, Summary
 from tpme.reports.table import memory_unit
 
@@ -36,7 +39,6 @@ class FigureSpec:
     name: str
     title: str
     build: Callable[[Summary, Any], Figure | None]
-    needs_sensitivity: bool = False
 
 
 def _bar_height(n: int) -> float:
@@ -237,7 +239,7 @@ def step_times(summary: Summary, _: Any = None) -> Figure | None:
     return fig
 
 
-def _stacked(summary: Summary, rows: list[Row], parts: list[dict[str, float]], colours: dict[str, str], unit: tuple[float, str], title: str) -> Figure:
+def _stacked(rows: list[Row], parts: list[dict[str, float]], colours: dict[str, str], unit: tuple[float, str], title: str) -> Figure:
     fig = Figure(figsize=(WIDTH, _bar_height(len(rows)) + 0.6), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     y = np.arange(len(rows))[::-1]
@@ -270,7 +272,7 @@ def step_breakdown(summary: Summary, _: Any = None) -> Figure | None:
     parts = [r.breakdown_s for r in rows]
     top = max(sum(p.values()) for p in parts)
     unit = (1e-3, "median time per step (ms)") if top < 1 else (1.0, "median time per step (s)")
-    return _stacked(summary, rows, parts, PHASE_COLOURS, unit, "Step time by phase")
+    return _stacked(rows, parts, PHASE_COLOURS, unit, "Step time by phase")
 
 
 def memory_breakdown(summary: Summary, _: Any = None) -> Figure | None:
@@ -278,7 +280,7 @@ def memory_breakdown(summary: Summary, _: Any = None) -> Figure | None:
     if not rows:
         return None
     mu = memory_unit(rows)
-    return _stacked(summary, rows, [r.memory_breakdown for r in rows], CATEGORY_COLOURS, (mu.size, f"estimated peak memory ({mu.name})"), "Memory by category (estimate)")
+    return _stacked(rows, [r.memory_breakdown for r in rows], CATEGORY_COLOURS, (mu.size, f"estimated peak memory ({mu.name})"), "Memory by category (estimate)")
 
 
 def group_trend(summary: Summary, _: Any = None) -> Figure | None:
@@ -349,13 +351,11 @@ def _to_xy(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return w[..., 2] + 0.5 * w[..., 1], SQ3 * w[..., 1]
 
 
-def ternary(summary: Summary, sens: Any) -> Figure | None:
+def ternary(summary: Summary, sens: Sensitivity | None) -> Figure | None:
     """Which method has the lowest TPME for every weight triple (exact per pixel), the grid's
     shares in the legend, the chosen weights as a star and the named presets as dots."""
     if sens is None or not sens.methods:
         return None
-    from tpme.metrics.tpme import WEIGHT_PRESETS
-
     colours = summary.colours()
     terms = np.array([[r.t_norm, r.p_norm, r.m_norm] for r in summary.scored])
     labels = [r.label for r in summary.scored]
@@ -368,13 +368,11 @@ def ternary(summary: Summary, sens: Any) -> Figure | None:
     w = np.stack([a1, a2, a3], axis=-1)
     t = w @ terms.T
     low = t.min(axis=-1, keepdims=True)
-    tied = (t <= low + 1e-9).sum(axis=-1) > 1
+    tied = (t <= low + TIE_TOL).sum(axis=-1) > 1
     win = t.argmin(axis=-1)
     palette = [colours[l] for l in labels] + [TIE_COLOUR]
     img = np.where(tied, len(labels), win).astype(float)
     img[~inside] = np.nan
-    from matplotlib.colors import ListedColormap
-
     fig = Figure(figsize=(WIDTH * 0.75, 5.2), layout="constrained")
     ax = fig.subplots()
     ax.imshow(img, origin="lower", extent=(0, 1, 0, SQ3), cmap=ListedColormap(palette), vmin=-0.5, vmax=len(palette) - 0.5, interpolation="nearest")
@@ -420,5 +418,5 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("step_breakdown", "Step time by phase", step_breakdown),
     FigureSpec("memory_breakdown", "Memory by category (estimate)", memory_breakdown),
     FigureSpec("group_trend", "TPME, T, P and M against the group-by field", group_trend),
-    FigureSpec("sensitivity", "TPME winner over the weight simplex", ternary, needs_sensitivity=True),
+    FigureSpec("sensitivity", "TPME winner over the weight simplex", ternary),
 )
