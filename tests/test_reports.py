@@ -273,3 +273,10 @@ def test_chromium_check_detects_a_script_error(full_report: Path, tmp_path: Path
     state, text = js_state(dump.stdout)
     assert state == "error" and "undefinedFunction" in text
     assert any("CONSOLE" in l and "undefinedFunction" in l for l in dump.stderr.splitlines())
+
+
+def test_results_from_several_devices_carry_a_caution(tmp_path: Path) -> None:
+    recs = [record("fft", 2.0, 10, 10), record("frozen", 1.0, 5, 5, device="NVIDIA H200")]
+    write_report(recs, tmp_path, PAPER, ("html", "md"))
+    for name in ("report.html", "report.md"):
+        assert "come from 2 devices" in (tmp_path / name).read_text()

@@ -106,6 +106,7 @@ def render_figures(summary: Summary, sens: Sensitivity | None, fig_dir: Path | N
 def render_report_markdown(summary: Summary, prov: Provenance, figures: list[EmbeddedFigure], sens: Sensitivity | None, fig_ext: str | None, title: str) -> str:
     w = summary.weights.as_tuple()
     out = [f"# {title}", "", f"TPME weights: a1 (time) = {w[0]:g}, a2 (parameters) = {w[1]:g}, a3 (memory) = {w[2]:g}." + (f" Grouped by `{summary.group_by}`." if summary.group_by else ""), ""]
+    out += [f"> **Caution:** {c}\n" for c in prov.cautions()]
     out += ["## Efficiency table", "", render_markdown_table(build_table(summary))]
     if fig_ext:
         out += ["## Figures", ""]

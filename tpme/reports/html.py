@@ -26,6 +26,7 @@ tr.failed td{color:#a00}.note{font-size:.85rem;color:#555;margin:.2rem 0}
 figure{margin:1.2rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85rem;color:#444}
 pre{background:#f7f7f7;padding:.6rem;overflow:auto;font-size:.8rem;max-height:20rem}
 dl.prov{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;font-size:.9rem}dl.prov dt{font-weight:600}dl.prov dd{margin:0;word-break:break-word}
+.caution{background:#fff4e5;border-left:4px solid #f0a030;padding:.4rem .7rem}
 #js-status{font-size:.75rem;color:#888}#js-status[data-state=error]{color:#a00}
 """
 
@@ -125,6 +126,7 @@ def render_html(summary: Summary, prov: Provenance, figures: list[EmbeddedFigure
 <body>
 <h1>{_e(title)}</h1>
 <p>{len(summary.rows)} method(s){group}; TPME weights a1 (time) = {w[0]:g}, a2 (parameters) = {w[1]:g}, a3 (memory) = {w[2]:g}. Click a column header to sort.</p>
+{"".join(f'<p class="caution">{_e(c)}</p>' for c in prov.cautions())}
 <h2>Efficiency table</h2>
 {render_html_table(summary)}
 <h2>Figures</h2>

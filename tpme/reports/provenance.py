@@ -36,6 +36,15 @@ class Provenance:
             ("host", ", ".join(self.hosts) or "-"),
         ]
 
+    def cautions(self) -> list[str]:
+        """What a reader must know before comparing the rows: mixed hardware or settings."""
+        out = []
+        if len(self.devices) > 1:
+            out.append(f"These results come from {len(self.devices)} devices ({'; '.join(self.devices)}): rows measured on different hardware are not comparable.")
+        if len(self.configs) > 1:
+            out.append(f"These results use {len(self.configs)} different configurations (see Configuration below).")
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 

@@ -148,7 +148,7 @@ def render_markdown_table(t: Table) -> str:
 
     out = ["| " + " | ".join(t.headers) + " |", "|" + "|".join("---:" if i in t.numeric else "---" for i in range(len(t.headers))) + "|"]
     out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in t.cells]
-    return "\n".join(out) + "\n\n" + " ".join(t.notes) + "\n"
+    return "\n".join(out) + "\n\n" + " ".join(n.replace("*", "\\*") for n in t.notes) + "\n"
 
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
