@@ -116,23 +116,26 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions, executor: Executor | None = N
         executor = executor or make_executor(opts, todo)
         notify(executor.description)
         try:
-            outcome.launched, outcome.interrupted = _drive(spec, opts, executor, todo, data, spent, final)
+            outcome.launched, outcome.interrupted = _drive(spec, opts, executor, todo, data, spent, final, notify)
         finally:
             executor.close()
     outcome.records = [final[c.key] for c in cells if c.key in final]
     return outcome
 
 
-def _drive(spec: SweepSpec, opts: SweepOptions, executor: Executor, todo: list[Cell], data: dict[str, Path], spent: Counter, final_records: dict[str, dict[str, Any]]) -> tuple[int, bool]:
+def _drive(spec: SweepSpec, opts: SweepOptions, executor: Executor, todo: list[Cell], data: dict[str, Path], spent: Counter, final_records: dict[str, dict[str, Any]], notify: Callable[[str], None]) -> tuple[int, bool]:
     """Run `todo` to the end (or Ctrl-C); each final record goes to results.jsonl and `final_records`."""
     results_path, attempts_path = opts.out_dir / RESULTS_FILE, opts.out_dir / ATTEMPTS_FILE
     queue = deque(Job(c, CellSpec(c.method, c.config.to_dict(), str(data[c.data_key]), c.repeat, c.options, spec.plugins, spec.cache_dir, opts.command), spent[c.key] + 1) for c in todo)
     launched = done = failed = 0
     bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not opts.progress, dynamic_ncols=True, file=sys.stderr)
 
+    shown = [""]
+
     def status() -> None:
         text = f"running {executor.running()}, failed {failed}, retrying {sum(1 for j in queue if j.attempt > 1)}"
-        if text != bar.postfix:
+        if text != shown[0]:
+            shown[0] = text
             bar.set_postfix_str(text)
 
     try:
@@ -142,6 +145,8 @@ def _drive(spec: SweepSpec, opts: SweepOptions, executor: Executor, todo: list[C
                 launched += 1
             status()
             for job, record in executor.wait(POLL_S):
+                if (record.get("error") or "").startswith("KeyboardInterrupt"):
+                    raise KeyboardInterrupt  # the cell saw the terminal's Ctrl-C before this process did
                 record.update(axes=job.cell.axes, attempt=job.attempt)
                 final = record["status"] in FINAL_STATUSES or job.attempt >= opts.retries
                 if final:  # results first: a crash between the two appends never re-runs a finished cell

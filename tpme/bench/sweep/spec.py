@@ -64,12 +64,18 @@ class SpecErrors(TpmeError):
 
 class _Collector:
     def __init__(self, path: Path, lines: dict[Path_, int]):
-        self.path, self.lines, self.problems = path, lines, []
+        self.path, self.lines = path, lines
+        self.found: list[tuple[int, str]] = []
 
     def add(self, where: Path_, message: str) -> None:
         line = next((self.lines[where[:i]] for i in range(len(where), -1, -1) if where[:i] in self.lines), None)
         loc = f"{self.path}:{line}" if line else str(self.path)
-        self.problems.append(f"{loc}: {_dotted(where) or '(top level)'}: {message}")
+        self.found.append((line or 0, f"{loc}: {_dotted(where) or '(top level)'}: {message}"))
+
+    @property
+    def problems(self) -> list[str]:
+        """In file order (a stable sort keeps the order of checks within a line)."""
+        return [text for _, text in sorted(self.found, key=lambda f: f[0])]
 
 
 def _dotted(where: Path_) -> str:
@@ -89,7 +95,7 @@ def _yaml_lines(text: str, col: list[tuple[Path_, str]]) -> dict[Path_, int]:
             for k, v in node.value:
                 key = str(k.value)
                 if key in seen:
-                    col.append((where + (key,), f"duplicate key (line {k.start_mark.line + 1})"))
+                    col.append((where + (key,), "duplicate key (YAML keeps the last one silently): keep one"))
                 seen.add(key)
                 lines[where + (key,)] = k.start_mark.line + 1
                 walk(v, where + (key,))
