@@ -6,7 +6,6 @@ import json
 import shutil
 import signal
 import sys
-import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +20,34 @@ from tpme.bench.sweep.executor import Job
 from tpme.errors import TpmeError
 
 CANCEL_GRACE_S = 15.0
+CANCEL_POLL_S = 0.2
 
 
 def run_cell_task(spec_json: str, data: bytes, timeout_s: float | None, log_name: str) -> dict[str, Any]:
-    """Body of the Ray task: the cell's bundle written locally, then the usual worker subprocess."""
+    """Body of the Ray task: the cell's bundle written locally, then the usual worker subprocess.
+
+    The launcher waits in a helper thread so that this thread stays in Python code, where the
+    KeyboardInterrupt of `ray.cancel` can land; it then kills the cell process.
+    """
     with tempfile.TemporaryDirectory(prefix="tpme-ray-cell-") as tmp:
         spec = CellSpec.from_json(spec_json)
         spec.data_path = str(Path(tmp, "data.npz"))
         Path(spec.data_path).write_bytes(data)
-        record = SubprocessLauncher(timeout_s=timeout_s, log_dir=tmp).run(spec, log_name=log_name)
-        record["host"] = socket.gethostname()
-        return record
+        launcher = SubprocessLauncher(timeout_s=timeout_s, log_dir=tmp)
+        result: list[dict[str, Any]] = []
+        waiter = threading.Thread(target=lambda: result.append(launcher.run(spec, log_name=log_name)), daemon=True)
+        waiter.start()
+        try:
+            while waiter.is_alive():
+                waiter.join(CANCEL_POLL_S)
+        except KeyboardInterrupt:
+            launcher.stop()
+            waiter.join()
+            raise
+        if not result:
+            raise RuntimeError("the cell launcher failed; see the Ray worker log")
+        result[0]["host"] = socket.gethostname()
+        return result[0]
 
 
 class RayExecutor:

@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", metavar="SPEC", help="sweep spec, .yaml/.yml or .toml")
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="local (default): subprocesses here; ray: Ray tasks")
     p.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (HEAD:6379, or auto); default: start a local runtime")
-    p.add_argument("--max-parallel", type=int, metavar="N", help="cells at a time: CPU processes (default 1), at most one per GPU; with Ray, tasks in flight (default: the cluster's GPUs or CPUs)")
+    p.add_argument("--max-parallel", type=int, metavar="N", help="cells at a time: CPU processes (default 1), at most one per GPU (default: every visible GPU); with Ray, tasks in flight (default: the cluster's GPUs or CPUs; a local Ray runtime is started with N CPUs, default 1)")
     p.add_argument("--resume", action="store_true", help="continue the sweep in --out: skip finished cells, retry failed ones, move damaged lines aside")
     p.add_argument("--retries", type=int, default=2, metavar="N", help="attempts per cell in total, over every run of the sweep (default 2); error and timeout are retried, oom is a result")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="per cell attempt; a cell past it is stopped and recorded as timeout")
