@@ -174,3 +174,8 @@ def test_ray_local_runtime_yields_the_local_executors_cell_keys(tmp_path):
     assert [r["status"] for r in outcome.records] == ["ok", "ok"]
     assert [r["cell_key"] for r in outcome.records] == [c.key for c in expand(spec)]
     assert [r["axes"] for r in outcome.records] == [{"method": "fft"}, {"method": "frozen"}]
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "examples" / "sweeps").glob("*.*")), ids=lambda p: p.name)
+def test_shipped_example_specs_are_valid(example):
+    assert expand(load_spec(example))

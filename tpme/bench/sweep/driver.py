@@ -101,14 +101,14 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions, executor: Executor | None = N
     state = SweepState.open(opts.out_dir, opts.resume, notify)
     final, spent = state.final(), state.attempts_spent()
     todo = [c for c in cells if final.get(c.key, {}).get("status") not in FINAL_STATUSES and spent[c.key] < opts.retries]
-    todo_keys = {c.key for c in todo}
-    exhausted = sum(1 for c in cells if c.key in final and c.key not in todo_keys and final[c.key]["status"] not in FINAL_STATUSES)
-    state.forget(todo_keys)
+    done_earlier = sum(1 for c in cells if final.get(c.key, {}).get("status") in FINAL_STATUSES)
+    exhausted = len(cells) - done_earlier - len(todo)  # failed, attempts spent: --retries higher runs them again
+    state.forget({c.key for c in todo})
     final = state.final()
     _write_manifest(spec, cells, opts)
     for w in spec.warnings:
         notify(f"warning: {w}")
-    notify(f"sweep {spec.name}: {len(cells)} cell(s), {len(cells) - len(todo) - exhausted} done earlier, {exhausted} failed with attempts spent, {len(todo)} to run -> {opts.out_dir}")
+    notify(f"sweep {spec.name}: {len(cells)} cell(s), {done_earlier} done earlier, {exhausted} failed with attempts spent, {len(todo)} to run -> {opts.out_dir}")
     outcome = SweepOutcome([], len(cells), 0)
     if todo:
         data = _prepare_data(todo, opts.out_dir, notify)
