@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,20 +30,35 @@ class SubprocessLauncher:
     def __init__(self, timeout_s: float | None = None, log_dir: str | Path | None = None):
         self.timeout_s = timeout_s
         self.log_dir = Path(log_dir) if log_dir else None
+        self._running: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
 
-    def run(self, spec: CellSpec) -> dict[str, Any]:
+    def run(self, spec: CellSpec, env: dict[str, str] | None = None, log_name: str | None = None) -> dict[str, Any]:
+        """`env` adds variables for this cell (a sweep sets CUDA_VISIBLE_DEVICES); `log_name` names its log."""
         with tempfile.TemporaryDirectory(prefix="tpme-cell-") as tmp:
             spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
             spec_path.write_text(spec.to_json())
-            log_path = (self.log_dir / f"{spec.method.replace(':', '_')}-r{spec.repeat}.log") if self.log_dir else Path(tmp, "cell.log")
+            log_name = log_name or f"{spec.method.replace(':', '_')}-r{spec.repeat}.log"
+            log_path = (self.log_dir / log_name) if self.log_dir else Path(tmp, "cell.log")
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+            env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **(env or {}))
             with log_path.open("w") as log:
+                proc = subprocess.Popen([sys.executable, "-m", "tpme.bench.worker", str(spec_path), str(result_path)], stdout=log, stderr=subprocess.STDOUT, env=env)
+                with self._lock:
+                    self._running.add(proc)
                 try:
-                    proc = subprocess.run([sys.executable, "-m", "tpme.bench.worker", str(spec_path), str(result_path)], stdout=log, stderr=subprocess.STDOUT, timeout=self.timeout_s, env=env)
-                    returncode = proc.returncode
+                    returncode = proc.wait(timeout=self.timeout_s)
                 except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
                     returncode = None
+                except BaseException:  # Ctrl-C or a cancelled Ray task: never leave the cell running
+                    proc.kill()
+                    proc.wait()
+                    raise
+                finally:
+                    with self._lock:
+                        self._running.discard(proc)
             if result_path.is_file():
                 return json.loads(result_path.read_text())
             rec = empty_record(spec.method, spec.options, spec.config, spec.repeat)
@@ -55,6 +71,12 @@ class SubprocessLauncher:
                 rec.update(status="error", error=f"cell process exited {returncode} without a result: {tail.strip()[-500:]}")
             rec["log_tail"] = tail
             return rec
+
+    def stop(self) -> None:
+        """Kill every cell process this launcher is running (from another thread); their runs return."""
+        with self._lock:
+            for proc in self._running:
+                proc.kill()
 
 
 class InProcessLauncher:

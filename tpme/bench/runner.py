@@ -42,13 +42,16 @@ def default_out_dir(cfg: RunConfig) -> Path:
     return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}"
 
 
+def prepare_bundle(cfg: RunConfig, path: Path) -> Path:
+    """Tokenise and preprocess `cfg`'s data for its backbone and save the bundle at `path`."""
+    spec = BackboneSpec.parse(cfg.backbone)
+    build_bundle(cfg.data, spec.tokenizer_dir, text_config(spec).vocab_size).save(path)
+    return path
+
+
 def prepare_data(plan: RunPlan) -> Path:
     """Tokenise and preprocess once; every cell's process loads the saved bundle."""
-    spec = BackboneSpec.parse(plan.config.backbone)
-    bundle = build_bundle(plan.config.data, spec.tokenizer_dir, text_config(spec).vocab_size)
-    path = plan.out_dir / DATA_FILE
-    bundle.save(path)
-    return path
+    return prepare_bundle(plan.config, plan.out_dir / DATA_FILE)
 
 
 def run_benchmark(plan: RunPlan, launcher: Launcher | None = None, progress: bool = True) -> list[dict[str, Any]]:
