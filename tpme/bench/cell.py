@@ -37,6 +37,7 @@ class CellSpec:
     plugins: list[str] = field(default_factory=list)
     cache_dir: str = ".tpme-cache"
     command: list[str] = field(default_factory=list)
+    estimate: bool = False  # also store the GPU-free estimate of this cell (computed after measuring)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -132,6 +133,7 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
 
     if device.type == "cuda":
         record.update(peak_memory_bytes=memory["peak_allocated_bytes"], memory_source="cuda_allocator")
+        batch = next(batches)
     else:
         tracker = TensorMemoryTracker()
         with tracker:
@@ -141,9 +143,22 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
                 tracker.add_existing(t for t in vars(batch.items).values() if isinstance(t, torch.Tensor))
                 tracker.add_existing((batch.seq_index, batch.own, batch.log_pop))
                 trainer.step(batch)
-                del batch
         memory["cpu_tensor_peak_bytes"] = tracker.peak
         record.update(peak_memory_bytes=tracker.peak, memory_source="cpu_tensor_peak")
     record["memory"] = memory
+    if spec.estimate:  # after every measurement: tracking never overlaps timing
+        record["estimate"] = _estimate(spec, cfg, bundle, batch, device)
     record["status"] = "ok"
     return record
+
+
+def _estimate(spec: CellSpec, cfg: RunConfig, bundle: DataBundle, batch, device: torch.device) -> dict[str, Any]:
+    """The GPU-free estimate for this cell's config and batch shape (the last tracked batch on a CPU)."""
+    from tpme.bench.device import device_name
+    from tpme.bench.estimate.api import estimate_for_cell
+    from tpme.bench.estimate.fake_model import DataShape
+
+    try:
+        return estimate_for_cell(cfg, spec.method, spec.options, DataShape(bundle.n_users, bundle.n_items), batch, device.type, device_name(device))
+    except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:  # the measurement stands without it
+        return {"source": "estimate", "error": f"{type(e).__name__}: {e}"}
