@@ -20,6 +20,7 @@ from tpme.bench.record import empty_record
 from tpme.bench.setup import build_training, count_params
 from tpme.bench.train import StepTimes, timed_steps
 from tpme.config import RunConfig
+from tpme.datasets.batching import TrainBatch
 from tpme.datasets.bundle import DataBundle
 from tpme.datasets.prefetch import Prefetcher
 from tpme.methods.registry import get_method, load_plugins
@@ -35,6 +36,7 @@ class CellSpec:
     plugins: list[str] = field(default_factory=list)
     cache_dir: str = ".tpme-cache"
     command: list[str] = field(default_factory=list)
+    estimate: bool = False  # also store the GPU-free estimate of this cell (computed after measuring)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -105,6 +107,8 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
 
     if device.type == "cuda":
         record.update(peak_memory_bytes=memory["peak_allocated_bytes"], memory_source="cuda_allocator")
+        batch = next(batches)
+        batch = next(batches)
     else:
         tracker = TensorMemoryTracker()
         with tracker:
@@ -114,10 +118,23 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
                 tracker.add_existing(t for t in vars(batch.items).values() if isinstance(t, torch.Tensor))
                 tracker.add_existing((batch.seq_index, batch.own, batch.log_pop))
                 trainer.step(batch)
-                del batch
         memory["cpu_tensor_peak_bytes"] = tracker.peak
         record.update(peak_memory_bytes=tracker.peak, memory_source="cpu_tensor_peak")
     batches.close()
     record["memory"] = memory
+    if spec.estimate:  # after every measurement: tracking never overlaps timing
+        record["estimate"] = _estimate(spec, cfg, bundle, batch, device)
     record["status"] = "ok"
     return record
+
+
+def _estimate(spec: CellSpec, cfg: RunConfig, bundle: DataBundle, batch: TrainBatch, device: torch.device) -> dict[str, Any]:
+    """The GPU-free estimate for this cell's config and batch shape (the last tracked batch on a CPU)."""
+    from tpme.bench.device import device_name
+    from tpme.bench.estimate.api import estimate_for_cell
+    from tpme.bench.estimate.fake_model import DataShape
+
+    try:
+        return estimate_for_cell(cfg, spec.method, spec.options, DataShape(bundle.n_users, bundle.n_items), batch, device.type, device_name(device))
+    except Exception as e:  # noqa: BLE001 - the measurement stands without its estimate; the error is recorded
+        return {"source": "estimate", "error": f"{type(e).__name__}: {e}"}

@@ -36,6 +36,7 @@ class RunPlan:
     cache_dir: str = ".tpme-cache"
     command: list[str] = field(default_factory=list)
     report: bool = True  # write <out_dir>/report/ (HTML, Markdown, PNG) at the end
+    estimate: bool = False
 
 
 def default_out_dir(cfg: RunConfig) -> Path:
@@ -64,7 +65,7 @@ def run_benchmark(plan: RunPlan, launcher: Launcher | None = None, progress: boo
     bar = tqdm(cells, desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
     for method, options, repeat in bar:
         bar.set_postfix_str(method if plan.repeats == 1 else f"{method} #{repeat}")
-        spec = CellSpec(method, plan.config.to_dict(), str(data_path), repeat, options, plan.plugins, plan.cache_dir, plan.command)
+        spec = CellSpec(method, plan.config.to_dict(), str(data_path), repeat, options, plan.plugins, plan.cache_dir, plan.command, estimate=plan.estimate)
         record = launcher.run(spec)
         append_record(results_path, record)
         records.append(record)

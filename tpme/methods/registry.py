@@ -48,7 +48,7 @@ class Method:
     Subclasses set `name`, `description`, optionally an `Options` dataclass (filled from
     `--method-opt key=value`), and implement `build_tower`. A method that needs a one-off
     pass before training (a cache) overrides `prepare`; its time is recorded apart from
-    epoch time. `uses_backbones_in_training = False` lets the harness free the backbones
+    epoch time, and `estimate_prepare` shapes the same state for GPU-free estimation. `uses_backbones_in_training = False` lets the harness free the backbones
     after `prepare`.
     """
 
@@ -66,6 +66,14 @@ class Method:
     def prepare(self, tower: ItemTower, ctx: PrepareContext) -> dict[str, Any]:
         """One-off work before training; returns facts for the result record."""
         return {}
+
+    def estimate_prepare(self, tower: ItemTower, n_items: int, precision: str) -> None:
+        """Stand-in for `prepare` in `tpme estimate`, which never runs backbones or reads data.
+
+        Give the tower the tensors `prepare` would create, with their shapes and dtypes
+        (e.g. a hidden-state cache for n_items + 1 items registered as a buffer), created
+        on the current default device (meta while estimating). Default: nothing to create.
+        """
 
     def options_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.options) if dataclasses.is_dataclass(self.options) else {}

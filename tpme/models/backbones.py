@@ -92,6 +92,11 @@ def _build(config: PretrainedConfig, directory: str | None) -> nn.Module:
     return cls(config, **kwargs) if cls is not AutoModel else AutoModel.from_config(config)
 
 
+def build_from_config(config: PretrainedConfig) -> nn.Module:
+    """A random-init backbone of this shape; no weights are read (the estimator builds it on meta)."""
+    return _build(config, None)
+
+
 def build_text_backbone(spec: BackboneSpec) -> nn.Module:
     return _build(text_config(spec), None if spec.text in NAMED_SIZES else spec.text)
 

@@ -37,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, help="seconds before a cell is stopped and recorded as a timeout")
     p.add_argument("--in-process", action="store_true", help="run cells in this process (debugging; cells then share allocator state)")
     p.add_argument("--cache-dir", default=".tpme-cache", help="where one-off method caches live (default .tpme-cache)")
+    p.add_argument("--estimate", action="store_true", help="also store each cell's GPU-free estimate (tpme estimate) as record['estimate'], computed after measuring")
     p.add_argument("--json", action="store_true", help="print the result records (each with its tpme) as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write the report (report/report.html, report.md, figures) at the end")
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         get_method(name, options[name])  # bad options fail here, before any cell runs
     out_dir = Path(args.out) if args.out else default_out_dir(cfg)
-    plan = RunPlan(cfg, [(n, options[n]) for n in names], out_dir, args.repeats, weights, args.plugin, args.cache_dir, ["tpme", "run", *sys.argv[2:]], report=not args.no_report)
+    plan = RunPlan(cfg, [(n, options[n]) for n in names], out_dir, args.repeats, weights, args.plugin, args.cache_dir, ["tpme", "run", *sys.argv[2:]], report=not args.no_report, estimate=args.estimate)
     launcher = InProcessLauncher() if args.in_process else SubprocessLauncher(timeout_s=args.timeout, log_dir=out_dir / "logs")
     print(f"tpme: {len(names)} method(s) x {args.repeats} repeat(s), preset {cfg.preset}, backbone {cfg.backbone}, dataset {cfg.data.dataset} -> {out_dir}", file=sys.stderr)
     records = run_benchmark(plan, launcher, progress=not args.quiet)

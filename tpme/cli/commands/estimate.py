@@ -1,0 +1,117 @@
+"""`tpme estimate`: peak memory, FLOPs and epoch time of methods on named GPUs, without a GPU."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from tpme.cli.common import parse_method_opts, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "estimate",
+        help="estimate peak GPU memory, FLOPs and epoch time per method, on CPU (no GPU needed)",
+        description="Estimate, per method, the peak training memory (parameters, gradients, optimizer state, activations, "
+        "temporaries, batch) plus the runtime overhead, the FLOPs of a training step, and the step and epoch time on "
+        "named GPUs. One training step runs on fake tensors (shapes only): nothing of model size is allocated.",
+    )
+    p.add_argument("--methods", default="all", help="comma-separated method names, or `all` (default)")
+    p.add_argument("--preset", default="paper", help="ci, default or paper (default: paper, the settings of DESIGN section 2)")
+    p.add_argument("--dataset", help="synthetic[:SIZE] or a dataset directory (sets users per epoch and items; default: the preset's)")
+    p.add_argument("--backbone", help="tiny|small|base or TEXT_DIR,IMAGE_DIR (only config.json is read)")
+    p.add_argument("--batch-size", type=int, help="users per batch")
+    p.add_argument("--precision", help="fp32, fp16, bf16 or a comma list of them (default: the preset's)")
+    p.add_argument("--gpu", help="GPU key, a comma list or `all` (default h100; with --list-gpus, all); see --list-gpus")
+    p.add_argument("--gpu-file", metavar="FILE", help="JSON or TOML file adding GPUs or overriding built-in figures and calibration")
+    p.add_argument("--list-gpus", action="store_true", help="print the GPU table (with --gpu-file entries) and exit")
+    p.add_argument("--method-opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE", help="a method option (repeatable)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE, which registers methods (repeatable)")
+    p.add_argument("--json", action="store_true", help="print a JSON list: one object per method x precision x GPU")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tpme.bench.estimate.api import data_shape, estimate_records
+    from tpme.bench.estimate.gpus import resolve_gpus
+    from tpme.config import PRECISIONS, preset
+    from tpme.errors import TpmeError
+    from tpme.methods.registry import get_method, load_plugins, resolve_method_names
+
+    if args.list_gpus:
+        return _list_gpus(resolve_gpus(args.gpu or "all", args.gpu_file), args.json)
+    gpus = resolve_gpus(args.gpu or "h100", args.gpu_file)
+    cfg = preset(args.preset)
+    cfg = cfg.replace(**{k: v for k, v in {"dataset": args.dataset, "backbone": args.backbone, "batch_size": args.batch_size}.items() if v is not None})
+    precisions = [p.strip() for p in (args.precision or cfg.train.precision).split(",") if p.strip()]
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise TpmeError(f"unknown precision {', '.join(bad) or '(none)'}", f"use one or more of {', '.join(PRECISIONS)}")
+    load_plugins(args.plugin)
+    names = resolve_method_names(args.methods)
+    options = parse_method_opts(args.method_opt, names)
+    for name in names:
+        get_method(name, options[name])
+    data = data_shape(cfg)
+    rows, failed = [], False
+    for precision in precisions:
+        pcfg = cfg.replace(precision=precision)
+        for name in names:
+            t0 = time.perf_counter()
+            print(f"tpme: estimating {name} ({pcfg.preset}, {pcfg.backbone}, batch {pcfg.train.batch_size}, {precision}) ...", file=sys.stderr, end="", flush=True)
+            try:
+                recs = estimate_records(pcfg, name, options[name], gpus, data)
+                rows += [{**r, "status": "ok"} for r in recs]
+                print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            except TpmeError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a method the fake step cannot run; the others still get estimated
+                failed = True
+                rows.append({"method": name, "precision": precision, "status": "error", "error": f"{type(e).__name__}: {e}"})
+                print(f" failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+    if args.json:
+        print_json(rows)
+    else:
+        print(render(rows, data.n_users))
+    return 1 if failed else 0
+
+
+def render(rows: list[dict], n_users: int) -> str:
+    from tpme.reports.format import fmt_bytes, fmt_seconds
+
+    gib = lambda n: f"{n / 2**30:.2f}"  # noqa: E731
+    head = ["method", "precision", "gpu", "fits", "needs / has GiB", "params", "grads", "optim", "activ", "temp", "batch", "overhead", "TFLOP/step", "step s", "epoch s"]
+    table = [head]
+    for r in rows:
+        if r["status"] != "ok":
+            table.append([r["method"], r["precision"], "-", "error", r["error"][:60]] + [""] * (len(head) - 5))
+            continue
+        b = r["breakdown"]
+        table.append([
+            r["method"], r["precision"], r["gpu"], "yes" if r["fits"] else "NO",
+            f"{gib(r['total_memory_bytes'])} / {gib(r['gpu_memory_bytes'])}",
+            *(fmt_bytes(n) for n in (b["parameters"] + b["buffers"], b["gradients"], b["optimizer_state"], b["activations"], b["temporaries"], b["batch"], r["overhead_bytes"])),
+            f"{r['flops_per_step'] / 1e12:.3g}", fmt_seconds(r["predicted_step_time_s"]), fmt_seconds(r["predicted_epoch_time_s"]),
+        ])
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    ok = [r for r in rows if r["status"] == "ok"]
+    if ok:
+        steps = ok[0]["steps_per_epoch"]
+        lines.append(f"\nEstimates, not measurements. needs = tensor peak + overhead; memory columns: live at the peak (params include buffers); "
+                     f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation. Epoch = {steps} steps ({n_users} users / batch {ok[0]['batch_size']}), data loading excluded.")
+    return "\n".join(lines)
+
+
+def _list_gpus(gpus: list, as_json: bool) -> int:
+    from dataclasses import asdict
+
+    rows = [{"key": g.key, "name": g.name, "memory_gib": g.memory_bytes / 2**30, "bandwidth_gb_s": g.bandwidth_bytes_s / 1e9, "tflops": {k: v / 1e12 for k, v in g.peak_flops.items()}, **asdict(g.calibration)} for g in gpus]
+    if as_json:
+        print_json(rows)
+        return 0
+    for r in rows:
+        t = r["tflops"]
+        print(f"{r['key']:<10} {r['name']:<30} {r['memory_gib']:>6.0f} GiB {r['bandwidth_gb_s']:>6.0f} GB/s  TFLOP/s fp32 {t['fp32']:g} tf32 {t['tf32']:g} fp16 {t['fp16']:g} bf16 {t['bf16']:g}")
+    return 0
