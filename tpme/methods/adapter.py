@@ -63,9 +63,11 @@ class Adapter(Method):
     class Options:
         bottleneck: int = 64
 
+        def __post_init__(self) -> None:
+            if self.bottleneck < 1:
+                raise TpmeError(f"adapter bottleneck must be at least 1, got {self.bottleneck}")
+
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
-        if self.options.bottleneck < 1:
-            raise TpmeError(f"adapter bottleneck must be at least 1, got {self.options.bottleneck}")
         for model in (backbones.text, backbones.image):
             model.requires_grad_(False)
             if insert_adapters(model, self.options.bottleneck) == 0:

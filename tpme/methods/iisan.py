@@ -76,20 +76,22 @@ class IisanOptions:
     layers: tuple[int, ...] = ()  # explicit hidden-state indices for both backbones (overrides stride)
     bottleneck: int = 64
 
+    def __post_init__(self) -> None:
+        if self.bottleneck < 1:
+            raise TpmeError(f"iisan bottleneck must be at least 1, got {self.bottleneck}")
+        if self.stride < 1:
+            raise TpmeError(f"iisan stride must be at least 1, got {self.stride}")
+        if list(self.layers) != sorted(set(self.layers)):
+            raise TpmeError(f"iisan layers {list(self.layers)} must be increasing and distinct")
+
 
 def layer_schedule(text_layers: int, image_layers: int, o: IisanOptions) -> tuple[list[int], list[int]]:
     """Hidden-state indices (0 = embedding output) read from each backbone, one per step."""
-    if o.bottleneck < 1:
-        raise TpmeError(f"iisan bottleneck must be at least 1, got {o.bottleneck}")
     if o.layers:
         bad = [l for l in o.layers if not 0 <= l <= min(text_layers, image_layers)]
         if bad:
             raise TpmeError(f"iisan layers {bad} are outside 0..{min(text_layers, image_layers)}", "hidden state 0 is the embedding output, L the last layer")
-        if list(o.layers) != sorted(set(o.layers)):
-            raise TpmeError(f"iisan layers {list(o.layers)} must be increasing and distinct")
         return list(o.layers), list(o.layers)
-    if o.stride < 1:
-        raise TpmeError(f"iisan stride must be at least 1, got {o.stride}")
     deepest = max(text_layers, image_layers)
     ref = range(0, deepest + 1, o.stride)
     return [round(l * text_layers / deepest) for l in ref], [round(l * image_layers / deepest) for l in ref]

@@ -55,6 +55,12 @@ class IisanCachedOptions(IisanOptions):
     cache_dtype: str = "auto"  # auto (the run's precision), fp32, fp16, bf16
     cache_batch_size: int = 64  # items per backbone pass while building
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cache_batch_size < 1:
+            raise TpmeError(f"cache_batch_size must be at least 1, got {self.cache_batch_size}")
+        hidden_cache.storage_dtype(self.cache_dtype, "fp32")
+
 
 @register_method("iisan-cached", "IISAN side networks fed from a one-off cache of the used layers' [CLS] states; no backbone in training")
 class IisanCached(Method):
@@ -62,9 +68,6 @@ class IisanCached(Method):
     uses_backbones_in_training = False
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
-        if self.options.cache_batch_size < 1:
-            raise TpmeError(f"cache_batch_size must be at least 1, got {self.options.cache_batch_size}")
-        hidden_cache.storage_dtype(self.options.cache_dtype, "fp32")  # validates the option early
         side, text_layers, image_layers = build_side(backbones, embed_dim, self.options)
         return IisanCachedTower(side, text_layers, image_layers, backbones.text_hidden, backbones.image_hidden)
 

@@ -17,11 +17,11 @@ class LoraOptions:
     alpha: float = 16.0
     dropout: float = 0.1
 
-    def check(self, method: str) -> None:
+    def __post_init__(self) -> None:
         if self.r < 1:
-            raise TpmeError(f"{method}: rank r must be at least 1, got {self.r}")
+            raise TpmeError(f"LoRA rank r must be at least 1, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise TpmeError(f"{method}: dropout must be in [0, 1), got {self.dropout}")
+            raise TpmeError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
 
 
 @register_method("lora", "LoRA (peft) r=8 on the query and value projections of every layer of both backbones; + heads")
@@ -32,7 +32,6 @@ class Lora(Method):
         from peft import LoraConfig
 
         o = self.options
-        o.check(self.name)
         wrapped = []
         for model in (backbones.text, backbones.image):
             t = targets_for(model)

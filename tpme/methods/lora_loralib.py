@@ -39,7 +39,6 @@ class LoraLoralib(Method):
     Options = LoraOptions
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
-        self.options.check(self.name)
         for model in (backbones.text, backbones.image):
             t = targets_for(model)
             replace_with_loralib(model, either(t.query, t.value), self.options)

@@ -1,8 +1,8 @@
 """`peft:<type>`: any `peft` method that injects into these backbones' layers, by its type name.
 
 Options (`--method-opt key=value`) go to the peft config class, converted by the type of
-the config field; `text_targets=` / `image_targets=` (a regex or comma list of module
-names) override the target modules chosen per backbone. Prompt-learning types prepend
+the config field; `text_targets=` / `image_targets=` (a comma list of module-name suffixes,
+or `re:PATTERN`) override the target modules chosen per backbone. Prompt-learning types prepend
 virtual tokens and need task-specific model heads and token embeddings (ViT has none);
 they and types that cannot inject into these backbones are refused with the reason.
 """
@@ -110,7 +110,10 @@ def _default_targets(peft_type: str, t: Targets) -> dict[str, Any]:
 
 
 def _targets_override(value: str) -> str | list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if "," in value else value
+    """`re:PATTERN` is a full-match regex over module names; otherwise a comma list of name suffixes."""
+    if value.startswith("re:"):
+        return value[3:]
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 class PeftMethod(Method):
