@@ -124,7 +124,10 @@ def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 
 
 def build(directory: Path, fp: str, backbones, features, n_items: int, spec: BuildSpec, device: torch.device, progress: bool) -> dict[str, Any]:
-    """One no-grad, eval-mode pass over all items; arrays filled in place, manifest written last."""
+    """One no-grad, eval-mode pass over all items; arrays filled in place, manifest written last.
+
+    The backbones are moved to `device` for the pass (and stay there: the caller owns them).
+    """
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
@@ -135,8 +138,8 @@ def build(directory: Path, fp: str, backbones, features, n_items: int, spec: Bui
         m: np.lib.format.open_memmap(directory / f"{m}.npy", mode="w+", dtype=np_dtype, shape=(n_items + 1, len(layers[m]), models[m].config.hidden_size))
         for m in MODALITIES
     }
-    for a in arrays.values():
-        a[0] = 0
+    for m in MODALITIES:
+        arrays[m][0] = 0
     was_training = {m: models[m].training for m in MODALITIES}
     for m in MODALITIES:
         models[m].to(device).eval()
@@ -157,10 +160,10 @@ def build(directory: Path, fp: str, backbones, features, n_items: int, spec: Bui
         for m in MODALITIES:
             models[m].train(was_training[m])
     build_time = time.perf_counter() - t0
-    shapes = {m: list(a.shape) for m, a in arrays.items()}
-    for a in arrays.values():
-        a.flush()
-    arrays.clear()  # unmaps the files
+    shapes = {m: list(arrays[m].shape) for m in MODALITIES}
+    for m in MODALITIES:
+        arrays[m].flush()
+    arrays.clear()  # the last references: unmaps the files
     files = {}
     for m in MODALITIES:
         path = directory / f"{m}.npy"
