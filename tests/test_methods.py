@@ -219,3 +219,15 @@ def test_peft_family_options_reach_the_config(bundle, tmp_path):
     assert image_lora and all("q_proj" in n for n in image_lora)
     with pytest.raises(TpmeError, match="cannot be applied|adds no trainable"):
         get_method("peft:adaption_prompt").build_tower(Backbones.build(BackboneSpec.parse("tiny")), EMBED)
+
+
+def test_iisan_with_different_text_and_image_backbones():
+    """Hidden sizes 64 (text) vs 256 (image) and depths 2 vs 4: proportional schedule, text mapped into the inter width."""
+    torch.manual_seed(0)
+    backbones = Backbones.build(BackboneSpec.parse("tiny,small"))
+    tower = get_method("iisan").build_tower(backbones, EMBED)
+    assert (tower.text_layers, tower.image_layers) == ([0, 1, 2], [0, 2, 4])
+    assert isinstance(tower.side.text_to_inter, torch.nn.Linear) and tower.side.inter_san[0].down.in_features == 256
+    items = ItemBatch(torch.arange(1, 4), torch.randint(5, 100, (3, 8)), torch.ones(3, 8, dtype=torch.long), torch.randn(3, 3, 64, 64))
+    assert tower(items).shape == (3, EMBED)
+    assert isinstance(get_method("iisan").build_tower(Backbones.build(BackboneSpec.parse("tiny")), EMBED).side.text_to_inter, torch.nn.Identity)
