@@ -1,0 +1,1 @@
+"""An example tpme plugin package (see top_layers.py)."""
