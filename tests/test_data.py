@@ -83,3 +83,13 @@ def test_bundle_round_trip_and_batches(tmp_path):
     assert samples.shape == (bundle.n_users, 11)
     moved = batch.items.to(torch.device("cpu"))
     assert moved.pixels.dtype == torch.float32 and -1.0 <= float(moved.pixels.min()) and float(moved.pixels.max()) <= 1.0
+
+
+def test_offline_vocabulary_is_identical_across_processes():
+    """Token ids feed cache fingerprints, so they must not change from one process to the next."""
+    import subprocess
+    import sys
+
+    code = "from tpme.config import DataConfig; from tpme.datasets.bundle import build_bundle; import hashlib; print(hashlib.sha256(build_bundle(DataConfig(dataset='synthetic:tiny'), None, 2048).tokens.tobytes()).hexdigest())"
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    assert len(digests) == 1

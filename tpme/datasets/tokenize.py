@@ -1,11 +1,12 @@
 """Titles to exactly `text_len` WordPiece ids, with a local tokenizer or one trained offline."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from tpme.errors import TpmeError
 
@@ -31,14 +32,30 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
 
 
 def train_wordpiece(titles: Sequence[str], vocab_size: int) -> Tokenizer:
-    """Train a lowercase WordPiece vocabulary on the titles themselves, offline."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    """A lowercase WordPiece vocabulary built from the titles themselves, offline and
+    deterministically: special tokens, every character (alone and as a `##` continuation,
+    so no word is ever [UNK]), then whole words by frequency, ties broken alphabetically.
+
+    Deterministic on purpose: the `tokenizers` trainer breaks ties differently in every
+    process, which would change token ids, and so every fingerprint (caches), between runs.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for title in titles:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(title)))
+    chars = sorted({c for word in counts for c in word})
+    vocab = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
+    if len(vocab) > vocab_size:
+        raise TpmeError(f"the titles use {len(chars)} distinct characters, more than a {vocab_size}-token vocabulary holds", "use a text backbone with a larger vocabulary or its own tokenizer")
+    known = set(vocab)
+    words = sorted((w for w in counts if w not in known), key=lambda w: (-counts[w], w))
+    vocab += words[: vocab_size - len(vocab)]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    tok.train_from_iterator(titles, trainer=trainer)
-    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
+    tok.post_processor = processors.BertProcessing(("[SEP]", vocab.index("[SEP]")), ("[CLS]", vocab.index("[CLS]")))
     return tok
 
 

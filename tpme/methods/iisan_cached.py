@@ -53,7 +53,7 @@ class IisanCachedTower(ItemTower):
 @dataclass(frozen=True)
 class IisanCachedOptions(IisanOptions):
     cache_dtype: str = "auto"  # auto (the run's precision), fp32, fp16, bf16
-    cache_batch_size: int = 64  # items per backbone pass while building
+    cache_batch_size: int = 256  # items per backbone pass while building
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -79,3 +79,9 @@ class IisanCached(Method):
         tower.install(text, image)
         info["resident"] = {"text": str(text.device), "image": str(image.device)}
         return info
+
+    def estimate_prepare(self, tower: ItemTower, n_items: int, precision: str) -> None:
+        """The cache's two arrays, shape and dtype only, for GPU-free estimation."""
+        assert isinstance(tower, IisanCachedTower)
+        _, dtype = hidden_cache.STORAGE[hidden_cache.storage_dtype(self.options.cache_dtype, precision)]
+        tower.install(*(torch.empty(n_items + 1, *cache.shape[1:], dtype=dtype) for cache in (tower.text_cache, tower.image_cache)))
