@@ -28,6 +28,7 @@ def test_synthetic_sequences_have_structure():
     assert all(len(set(s.tolist())) == len(s) for s in seqs)
     same_or_next = [((cat.group[b] - cat.group[a]) % spec.n_groups) in (0, 1) for s in seqs for a, b in zip(s, s[1:])]
     assert np.mean(same_or_next) > 0.6  # chance would be 2 / n_groups
+    assert sorted(set(np.concatenate(seqs).tolist())) == list(range(1, spec.n_items + 1))  # every item occurs
     img = cat.image(1, 64)
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
 

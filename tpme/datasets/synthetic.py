@@ -122,14 +122,22 @@ def _mix(seed: int, item: int) -> int:
     return z ^ (z >> 31)
 
 
+MAX_LENGTH = 13  # max_seq_len 10 + 3: what preprocessing keeps
+
+
 def generate_sequences(spec: SyntheticSpec, catalog: SyntheticCatalog) -> list[np.ndarray]:
-    """One chronological item sequence per user (ids 1..n_items), at least 5 long, no repeats."""
+    """One chronological item sequence per user (ids 1..n_items), 5 to 13 long, no repeats.
+
+    Lengths are 5 + a truncated geometric draw, so the mean (about 6.77) gives the
+    interaction count of Amazon Scientific at its size; every item then occurs at least
+    once (see `_cover_every_item`), so the item count survives preprocessing.
+    """
     sequences = []
     popularity = [1.0 / np.arange(1, len(items) + 1) ** 0.6 for items in catalog.group_items]
     popularity = [p / p.sum() for p in popularity]
     for user in range(spec.n_users):
         rng = _rng(spec.seed, 5, user)
-        length = 5 + min(int(rng.geometric(0.36)) - 1, 25)
+        length = 5 + min(int(rng.geometric(0.3545)) - 1, MAX_LENGTH - 5)
         group = int(rng.integers(spec.n_groups))
         seq: list[int] = []
         seen: set[int] = set()
@@ -145,4 +153,32 @@ def generate_sequences(spec: SyntheticSpec, catalog: SyntheticCatalog) -> list[n
             elif r < 0.4:
                 group = int(rng.integers(spec.n_groups))
         sequences.append(np.asarray(seq, dtype=np.int64))
+    _cover_every_item(spec, catalog, sequences)
     return sequences
+
+
+def _cover_every_item(spec: SyntheticSpec, catalog: SyntheticCatalog, sequences: list[np.ndarray]) -> None:
+    """Put each item that no user drew in place of a repeated item of its own group, so the
+    group structure holds and every generated item is part of the dataset."""
+    counts = np.bincount(np.concatenate(sequences), minlength=spec.n_items + 1)
+    missing = np.nonzero(counts[1:] == 0)[0] + 1
+    if not len(missing):
+        return
+    slots: list[list[tuple[int, int]]] = [[] for _ in range(spec.n_groups)]
+    for user, seq in enumerate(sequences):
+        for pos, item in enumerate(seq):
+            slots[catalog.group[item]].append((user, pos))
+    rng = _rng(spec.seed, 6)
+    order = [rng.permutation(len(s)) for s in slots]
+    cursor = [0] * spec.n_groups
+    for item in missing:
+        g = catalog.group[item]
+        while cursor[g] < len(order[g]):
+            user, pos = slots[g][order[g][cursor[g]]]
+            cursor[g] += 1
+            old = sequences[user][pos]
+            if counts[old] > 1:
+                sequences[user][pos] = item
+                counts[old] -= 1
+                counts[item] = 1
+                break
