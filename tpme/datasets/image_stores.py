@@ -52,9 +52,7 @@ class LMDBImage:
 _ALLOWED_GLOBALS = {
     ("copyreg", "_reconstructor"),
     ("copy_reg", "_reconstructor"),
-    ("builtins", "object"),
-    ("builtins", "bytes"),
-    ("builtins", "bytearray"),
+    *((m, n) for m in ("builtins", "__builtin__") for n in ("object", "bytes", "bytearray")),
     ("_codecs", "encode"),
 }
 
