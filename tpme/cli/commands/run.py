@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--steps", type=int, help="timed steps; epoch time extrapolated from their median")
     g.add_argument("--epochs", type=int, help="timed whole epochs; epoch time measured")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's, 1e-4)")
     p.add_argument("--early-stop", type=int, metavar="PATIENCE", help="with --epochs: stop after PATIENCE epochs without a better validation HR@10 (implies --eval)")
     p.add_argument("--eval", action="store_true", default=None, help="evaluate HR@10 / NDCG@10 (full ranking): after every epoch, or once after the timed steps")
     p.add_argument("--warmup-steps", type=int, help="untimed steps before timing")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise TpmeError("--repeats must be at least 1")
     cfg = preset(args.preset)
     overrides = {
-        "dataset": args.dataset, "backbone": args.backbone, "batch_size": args.batch_size, "warmup_steps": args.warmup_steps,
+        "dataset": args.dataset, "backbone": args.backbone, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
         "device": args.device, "precision": args.precision, "seed": args.seed,
         "items_file": args.items, "users_file": args.users, "images": args.images, "missing_images": args.missing_images,
         "max_users": args.max_users, "early_stop": args.early_stop, "eval": args.eval,
