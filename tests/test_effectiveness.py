@@ -54,3 +54,15 @@ def test_scientific_subset_learns(shared_data, tmp_path):
     chance = 10 / rec["data"]["items"]
     assert rec["evaluation"]["valid"]["hr@10"] > 5 * chance
     assert rec["hr@10"] > 5 * chance
+
+
+def test_explicit_items_and_users_files(tmp_path):
+    data = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(data), "--size", "tiny", "--image-size", "16"]) == 0
+    items, users = data / "catalogue.txt", data / "histories.txt"
+    (data / "synthetic_items.tsv").rename(items)
+    (data / "am_synthetic_users.tsv").rename(users)
+    assert main(["data", "check", str(data)]) == 2  # nothing found by name
+    assert main(["data", "check", str(data), "--items", str(items), "--users", str(users)]) == 0
+    (rec,) = run(tmp_path / "run", "--items", str(items), "--users", str(users), "--methods", "frozen", "--steps", "1")
+    assert rec["status"] == "ok" and rec["data"]["images_found"] == rec["data"]["items"]
