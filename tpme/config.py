@@ -22,6 +22,11 @@ class DataConfig:
     max_seq_len: int = 10
     text_len: int = 30
     seed: int = 0
+    items_file: str | None = None  # explicit items / users files (else found in the directory)
+    users_file: str | None = None
+    images: str | None = None  # an LMDB store or a folder of <item_id>.jpg|.png (else found)
+    missing_images: str = "error"  # error | blank | synthetic
+    max_users: int | None = None  # a seeded random subset of the users (before preprocessing)
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class TrainConfig:
     seed: int = 0
     prefetch: int = 2  # batches prepared ahead in a background thread
     compile: bool = False  # torch.compile the recommender (compilation happens in warm-up)
+    eval: bool = False  # HR@10 / NDCG@10: once after timed steps, or after every epoch
+    early_stop: int | None = None  # epochs without a better validation HR@10 before stopping
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,12 @@ class RunConfig:
             raise TpmeError("warmup_steps and memory_steps must be non-negative, prefetch at least 1")
         if self.data.max_seq_len < 1 or self.data.text_len < 3:
             raise TpmeError("max_seq_len must be >= 1 and text_len >= 3")
+        if self.data.missing_images not in ("error", "blank", "synthetic"):
+            raise TpmeError(f"unknown missing-image policy {self.data.missing_images!r}", "use error, blank or synthetic")
+        if self.data.max_users is not None and self.data.max_users < 1:
+            raise TpmeError("max_users must be at least 1")
+        if t.early_stop is not None and (t.early_stop < 1 or t.epochs is None):
+            raise TpmeError("early_stop needs epochs and a patience of at least 1", "use --epochs N --early-stop PATIENCE")
 
 
 def _fields(cls: type) -> set[str]:

@@ -1,19 +1,21 @@
 """One cell (method x config x repeat), measured inside the current process.
 
 Order: data, backbones, method (tower), one-off prepare (timed apart), warm-up steps,
-timed steps with memory probes, then, on CPU only, a separate untimed phase that
+timed steps with memory probes (whole epochs: with HR@10 / NDCG@10 evaluated between
+them, outside the timed window), then, on CPU only, a separate untimed phase that
 tracks tensor memory. The launcher decides which process this runs in.
 """
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from tpme.bench.convergence import evaluate_after_steps, run_epochs
 from tpme.bench.device import resolve_device, synchronize
+from tpme.bench.evaluate import Evaluator
 from tpme.bench.probes import TensorMemoryTracker, memory_probes
 from tpme.bench.provenance import provenance
 from tpme.bench.record import empty_record
@@ -81,23 +83,24 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
     synchronize(device)
 
     probes = memory_probes(device)
-    for p in probes:
-        p.start()
+    evaluator = Evaluator(bundle, loader.features, device, cfg.train.precision) if cfg.train.eval or cfg.train.early_stop else None
     times = StepTimes()
-    if cfg.train.epochs is not None:
-        epoch_walls = []
-        for epoch in range(cfg.train.epochs):
-            t_epoch = time.perf_counter()
-            with prefetched(loader.epoch(1000 + epoch)) as epoch_batches:
-                timed_steps(trainer, epoch_batches, len(loader), times, on_step)
-            epoch_walls.append(time.perf_counter() - t_epoch)
-        epoch_time, source = sum(epoch_walls) / len(epoch_walls), "measured"
-    else:
-        timed_steps(trainer, batches, cfg.train.steps, times, on_step)
-        epoch_time, source = None, "extrapolated"
     memory: dict[str, Any] = {}
-    for p in probes:
-        memory.update(p.stop())
+    if cfg.train.epochs is not None:
+        outcome = run_epochs(trainer, loader, cfg.train.epochs, times, probes, evaluator, cfg.train.early_stop, on_step, prefetched)
+        epoch_time, source = sum(outcome.epoch_walls) / len(outcome.epoch_walls), "measured"
+        memory, evaluation = outcome.memory, outcome.evaluation
+    else:
+        for p in probes:
+            p.start()
+        timed_steps(trainer, batches, cfg.train.steps, times, on_step)
+        for p in probes:
+            memory.update(p.stop())
+        epoch_time, source = None, "extrapolated"
+        evaluation = evaluate_after_steps(evaluator, trainer) if evaluator else None
+    record["evaluation"] = evaluation
+    if evaluation:
+        record.update({"hr@10": evaluation["test"]["hr@10"], "ndcg@10": evaluation["test"]["ndcg@10"]})
 
     timing = times.summary()
     if epoch_time is None:
@@ -107,7 +110,6 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
 
     if device.type == "cuda":
         record.update(peak_memory_bytes=memory["peak_allocated_bytes"], memory_source="cuda_allocator")
-        batch = next(batches)
         batch = next(batches)
     else:
         tracker = TensorMemoryTracker()

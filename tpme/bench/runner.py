@@ -11,6 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from tpme.bench.cell import CellSpec
+from tpme.bench.evaluate import write_popularity_baseline
 from tpme.bench.launcher import Launcher, SubprocessLauncher
 from tpme.bench.record import RESULTS_FILE, append_record
 from tpme.config import RunConfig
@@ -60,6 +61,7 @@ def run_benchmark(plan: RunPlan, launcher: Launcher | None = None, progress: boo
     launcher = launcher or SubprocessLauncher(log_dir=plan.out_dir / "logs")
     results_path = plan.out_dir / RESULTS_FILE
     data_path = prepare_data(plan)
+    baselines = {"popularity": write_popularity_baseline(data_path, plan.out_dir)}  # reference only, never TPME-scored
     cells = [(m, opts, r) for m, opts in plan.methods for r in range(plan.repeats)]
     records = []
     bar = tqdm(cells, desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
@@ -67,6 +69,7 @@ def run_benchmark(plan: RunPlan, launcher: Launcher | None = None, progress: boo
         bar.set_postfix_str(method if plan.repeats == 1 else f"{method} #{repeat}")
         spec = CellSpec(method, plan.config.to_dict(), str(data_path), repeat, options, plan.plugins, plan.cache_dir, plan.command, estimate=plan.estimate)
         record = launcher.run(spec)
+        record["baselines"] = baselines
         append_record(results_path, record)
         records.append(record)
         if record["status"] != "ok":

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from tpme.config import DataConfig
-from tpme.datasets.preprocess import Preprocessed, Split, leave_one_out, preprocess
+from tpme.datasets.preprocess import Preprocessed, Split, leave_one_out, preprocess, subsample_users
 from tpme.datasets.synthetic import SyntheticCatalog, SyntheticSpec, generate_sequences
 from tpme.datasets.tokenize import encode_titles, load_tokenizer, train_wordpiece
 from tpme.errors import TpmeError
@@ -99,7 +99,8 @@ def tokenize(titles: list[str], text_len: int, tokenizer_dir: str | None, vocab_
 def _synthetic_bundle(size: str, cfg: DataConfig, tokenizer_dir: str | None, vocab_size: int) -> DataBundle:
     spec = SyntheticSpec.named(size, cfg.seed)
     catalog = SyntheticCatalog(spec)
-    pre: Preprocessed = preprocess(generate_sequences(spec, catalog), cfg.max_seq_len)
+    raw, users = subsample_users(generate_sequences(spec, catalog), range(spec.n_users), cfg.max_users, cfg.seed)
+    pre: Preprocessed = preprocess(raw, cfg.max_seq_len, users)
     titles = [catalog.title(int(k)) for k in pre.item_keys]
     tokens, tok_info = tokenize(titles, cfg.text_len, tokenizer_dir, vocab_size)
     source = {"kind": "synthetic", "n_users": spec.n_users, "n_items": spec.n_items, "n_groups": spec.n_groups, "seed": spec.seed, "item_keys": [int(k) for k in pre.item_keys]}

@@ -2,10 +2,12 @@
 
 A source is described by a small JSON-able dict so that a worker process can re-open
 it; kinds register themselves in IMAGE_SOURCES (readers for folders and LMDB stores
-add theirs).
+add theirs). A descriptor may name the `module` that registers its kind: it is
+imported before the lookup, so a worker needs no other import to re-open the source.
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -33,9 +35,11 @@ def register_image_source(kind: str) -> Callable:
 
 def open_image_source(descriptor: dict[str, Any]) -> ImageSource:
     kind = descriptor.get("kind")
+    if descriptor.get("module"):
+        importlib.import_module(descriptor["module"])
     if kind not in IMAGE_SOURCES:
         raise TpmeError(f"unknown image source kind {kind!r}", f"known kinds: {', '.join(IMAGE_SOURCES)}")
-    params = {k: v for k, v in descriptor.items() if k != "kind"}
+    params = {k: v for k, v in descriptor.items() if k not in ("kind", "module")}
     return IMAGE_SOURCES[kind](**params)
 
 

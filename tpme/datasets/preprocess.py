@@ -74,3 +74,14 @@ def pad_left(seqs: Sequence[np.ndarray], length: int) -> np.ndarray:
         if len(s):
             out[row, length - len(s):] = s
     return out
+
+
+def subsample_users(
+    raw: Sequence[Sequence[Hashable]], user_keys: Sequence[Hashable], max_users: int | None, seed: int
+) -> tuple[list[Sequence[Hashable]], list[Hashable]]:
+    """A seeded random subset of `max_users` of the users that preprocessing keeps, in input order."""
+    eligible = [i for i, s in enumerate(raw) if len(s) >= MIN_INTERACTIONS]
+    if max_users is None or max_users >= len(eligible):
+        return list(raw), list(user_keys)
+    chosen = np.sort(np.random.default_rng([seed, 7]).choice(eligible, size=max_users, replace=False))
+    return [raw[i] for i in chosen], [user_keys[i] for i in chosen]

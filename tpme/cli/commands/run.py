@@ -19,11 +19,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default="all", help="comma-separated method names, or `all` (default)")
     p.add_argument("--preset", default="default", help="ci (seconds), default (minutes on a CPU), paper (DESIGN section 2)")
     p.add_argument("--dataset", help="synthetic[:tiny|small|medium|scientific] or a dataset directory (default: the preset's)")
+    p.add_argument("--items", metavar="FILE", help="the items file (ITEM_ID<TAB>title) of a dataset directory, when not found by name")
+    p.add_argument("--users", metavar="FILE", help="the users file (USER_ID<TAB>ITEM ITEM ...), when not found by name")
+    p.add_argument("--images", metavar="PATH", help="an LMDB image store or a folder of <item_id>.jpg|.png (default: found in the dataset directory)")
+    p.add_argument("--missing-images", choices=["error", "blank", "synthetic"], help="items without an image: fail (default), a grey image, or one derived from the item id")
+    p.add_argument("--max-users", type=int, help="train and evaluate on a seeded random subset of this many users")
     p.add_argument("--backbone", help="tiny|small|base or TEXT_DIR,IMAGE_DIR of local Hugging Face models (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="users per batch")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--steps", type=int, help="timed steps; epoch time extrapolated from their median")
     g.add_argument("--epochs", type=int, help="timed whole epochs; epoch time measured")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's, 1e-4)")
+    p.add_argument("--early-stop", type=int, metavar="PATIENCE", help="with --epochs: stop after PATIENCE epochs without a better validation HR@10 (implies --eval)")
+    p.add_argument("--eval", action="store_true", default=None, help="evaluate HR@10 / NDCG@10 (full ranking): after every epoch, or once after the timed steps")
     p.add_argument("--warmup-steps", type=int, help="untimed steps before timing")
     p.add_argument("--repeats", type=int, default=1, help="cells per method (default 1)")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
@@ -59,14 +67,19 @@ def run(args: argparse.Namespace) -> int:
         raise TpmeError("--repeats must be at least 1")
     cfg = preset(args.preset)
     overrides = {
-        "dataset": args.dataset, "backbone": args.backbone, "batch_size": args.batch_size, "warmup_steps": args.warmup_steps,
+        "dataset": args.dataset, "backbone": args.backbone, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
         "device": args.device, "precision": args.precision, "seed": args.seed, "compile": args.compile,
+        "items_file": args.items, "users_file": args.users, "images": args.images, "missing_images": args.missing_images,
+        "max_users": args.max_users, "early_stop": args.early_stop, "eval": args.eval,
     }
-    if args.epochs is not None:
+    if (args.items or args.users) and not args.dataset:
+        overrides["dataset"] = str(Path(args.items or args.users).parent)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.epochs is not None:  # the other of steps/epochs is cleared (after the None filter)
         overrides.update(epochs=args.epochs, steps=None)
     elif args.steps is not None:
         overrides.update(steps=args.steps, epochs=None)
-    cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    cfg = cfg.replace(**overrides)
     BackboneSpec.parse(cfg.backbone)
     from tpme.bench.device import resolve_device
 
@@ -85,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         print_json(records)
     else:
         print(render_terminal(records, weights))
+    pop = records[0]["baselines"]["popularity"] if records else None
+    if pop:
+        print(f"tpme: popularity baseline (reference, test): HR@10 {pop['hr@10']:.4f}, NDCG@10 {pop['ndcg@10']:.4f}", file=sys.stderr)
     print(f"tpme: results in {out_dir}/results.jsonl, table in {out_dir}/table.md", file=sys.stderr)
     report = out_dir / "report" / "report.html"
     if plan.report and report.is_file():

@@ -1,0 +1,68 @@
+"""End to end: `tpme data synth` -> `tpme run --dataset DIR`, and trained models against the
+popularity baseline (full-ranking HR@10, test at the best validation epoch)."""
+import json
+from pathlib import Path
+
+from tpme.bench.evaluate import BASELINE_FILE
+from tpme.bench.record import load_records
+from tpme.cli import main
+
+
+def run(out: Path, *args: str) -> list[dict]:
+    assert main(["run", "--preset", "ci", "--in-process", "--quiet", "--out", str(out), *args]) == 0
+    return load_records(out)
+
+
+def test_synth_dir_runs_end_to_end_with_eval(tmp_path, capsys):
+    data = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(data), "--size", "tiny", "--image-size", "32"]) == 0
+    assert main(["data", "check", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images_found"] > 0
+    (rec,) = run(tmp_path / "run", "--dataset", str(data), "--methods", "frozen", "--steps", "2", "--eval")
+    assert rec["status"] == "ok" and rec["data"]["images_missing"] == 0 and rec["data"]["images_found"] == rec["data"]["items"]
+    assert 0.0 <= rec["ndcg@10"] <= rec["hr@10"] <= 1.0
+    assert rec["evaluation"]["mode"] == "after-timed-steps" and rec["evaluation"]["eval_time_s"] > 0
+    saved = json.loads((tmp_path / "run" / BASELINE_FILE).read_text())["popularity"]
+    assert rec["baselines"]["popularity"] == saved
+
+
+def test_without_eval_metrics_are_null(tmp_path):
+    (rec,) = run(tmp_path, "--methods", "frozen")
+    assert rec["hr@10"] is None and rec["ndcg@10"] is None and rec["evaluation"] is None
+    assert rec["baselines"]["popularity"]["hr@10"] > 0
+
+
+def test_trained_model_beats_popularity_on_synthetic(tmp_path):
+    (rec,) = run(tmp_path, "--dataset", "synthetic:small", "--methods", "fft", "--epochs", "4", "--early-stop", "2", "--batch-size", "16", "--lr", "1e-3", "--warmup-steps", "0")
+    ev = rec["evaluation"]
+    assert ev["best_epoch"] == max(range(1, ev["epochs_run"] + 1), key=lambda e: ev["epochs"][e - 1]["valid"]["hr@10"])
+    assert rec["hr@10"] == ev["epochs"][ev["best_epoch"] - 1]["test"]["hr@10"]
+    assert rec["hr@10"] > 1.5 * rec["baselines"]["popularity"]["hr@10"]
+
+
+def test_scientific_subset_learns(shared_data, tmp_path):
+    """Real text, blank images, 1,000 users, tiny random-init backbones, a few epochs.
+
+    At this budget the model reaches the popularity baseline's neighbourhood but does not
+    reliably beat it (see the README); what must hold is that training learns: far above
+    the chance rate of a random ranking (10 / items)."""
+    (rec,) = run(
+        tmp_path, "--dataset", str(shared_data / "amazon-scientific"), "--missing-images", "blank", "--max-users", "1000",
+        "--methods", "fft", "--epochs", "3", "--eval", "--batch-size", "32", "--lr", "1e-3", "--warmup-steps", "0",
+    )
+    assert rec["data"]["users"] == 1000 and rec["data"]["images_missing"] == rec["data"]["items"]
+    chance = 10 / rec["data"]["items"]
+    assert rec["evaluation"]["valid"]["hr@10"] > 5 * chance
+    assert rec["hr@10"] > 5 * chance
+
+
+def test_explicit_items_and_users_files(tmp_path):
+    data = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(data), "--size", "tiny", "--image-size", "16"]) == 0
+    items, users = data / "catalogue.txt", data / "histories.txt"
+    (data / "synthetic_items.tsv").rename(items)
+    (data / "am_synthetic_users.tsv").rename(users)
+    assert main(["data", "check", str(data)]) == 2  # nothing found by name
+    assert main(["data", "check", str(data), "--items", str(items), "--users", str(users)]) == 0
+    (rec,) = run(tmp_path / "run", "--items", str(items), "--users", str(users), "--methods", "frozen", "--steps", "1")
+    assert rec["status"] == "ok" and rec["data"]["images_found"] == rec["data"]["items"]

@@ -1,0 +1,243 @@
+"""Images of real datasets: an IISAN-style LMDB store or a folder of `<item_id>.jpg|.png`,
+with a policy for items that have no image.
+
+Sources are described by JSON-able dicts (`kind`, `module`, parameters) so that every
+cell's process re-opens them (tpme.datasets.images.open_image_source). LMDB values are
+pickles; they are read with `RestrictedUnpickler`, which builds only a plain stand-in for
+the `LMDB_Image` class and refuses every other class, so a store can never run code.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tpme.datasets.images import register_image_source
+from tpme.errors import TpmeError
+
+MISSING_POLICIES = ("error", "blank", "synthetic")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+BLANK_LEVEL = 128  # mid-grey: ~0 after the mean 0.5 / std 0.5 normalisation
+CACHE_BYTES = 512 * 2**20  # decoded images kept per process (all of Scientific at 64 px is 245 MiB)
+MODULE = __name__
+
+
+class LMDBImage:
+    """Stand-in for IISAN's `LMDB_Image`: raw uint8 pixels (`image`), `channels`, `size` (H, W)."""
+
+    def pixels(self) -> np.ndarray:
+        """uint8 [H, W, 3], validated against the declared size and channels."""
+        state = vars(self)
+        try:
+            raw, (h, w), c = state["image"], state["size"], int(state["channels"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"an LMDB_Image needs image, size (H, W) and channels; got fields {sorted(state)}") from None
+        if isinstance(raw, np.ndarray):
+            raw = raw.tobytes()
+        if not isinstance(raw, (bytes, bytearray)) or c not in (1, 3, 4) or len(raw) != int(h) * int(w) * c:
+            raise ValueError(f"an LMDB_Image of size {h}x{w}x{c} holds {len(raw) if isinstance(raw, (bytes, bytearray)) else type(raw).__name__} bytes")
+        img = np.frombuffer(bytes(raw), dtype=np.uint8).reshape(int(h), int(w), c)
+        if c == 1:
+            return np.repeat(img, 3, axis=2)
+        return np.ascontiguousarray(img[..., :3])
+
+
+# globals a pickled LMDB_Image may reference besides the class itself: object
+# reconstruction (protocols 0-1) and bytes encoded as text (protocols 0-2)
+_ALLOWED_GLOBALS = {
+    ("copyreg", "_reconstructor"),
+    ("copy_reg", "_reconstructor"),
+    *((m, n) for m in ("builtins", "__builtin__") for n in ("object", "bytes", "bytearray")),
+    ("_codecs", "encode"),
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Accepts a class named `LMDB_Image` (from any module, mapped to `LMDBImage`) and the
+    few builtins its state needs; any other global raises pickle.UnpicklingError."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if name == "LMDB_Image":
+            return LMDBImage
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to unpickle {module}.{name}: an image store may only hold LMDB_Image objects")
+
+
+def load_lmdb_image(value: bytes) -> np.ndarray:
+    obj = RestrictedUnpickler(io.BytesIO(value)).load()
+    if not isinstance(obj, LMDBImage):
+        raise pickle.UnpicklingError(f"an image store value is a {type(obj).__name__}, not an LMDB_Image")
+    return obj.pixels()
+
+
+def synthetic_image(key: str, size: int) -> np.ndarray:
+    """uint8 [size, size, 3]: colour and stripes derived from the item id alone (deterministic)."""
+    seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    rng = np.random.default_rng(seed)
+    colour = rng.uniform(0.1, 0.9, size=3).astype(np.float32)
+    angle, freq, phase = rng.uniform(0, np.pi), rng.uniform(2.0, 8.0), rng.uniform(0, 2 * np.pi)
+    lin = np.linspace(0.0, 1.0, size, dtype=np.float32)
+    yy, xx = np.meshgrid(lin, lin, indexing="ij")
+    wave = np.sin(2 * np.pi * freq * (np.cos(angle) * xx + np.sin(angle) * yy) + phase)
+    return (np.clip(colour[None, None, :] * (0.65 + 0.35 * wave[..., None]), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def resize(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
+
+
+class KeyedImages:
+    """Images by original item key; dense id i is item_keys[i - 1]. Missing ones follow `missing`."""
+
+    def __init__(self, item_keys: list[str], present: list[bool], missing: str):
+        if missing not in MISSING_POLICIES:
+            raise TpmeError(f"unknown missing-image policy {missing!r}", f"use one of {', '.join(MISSING_POLICIES)}")
+        self.item_keys = ["", *item_keys]
+        self.present = [False, *present]
+        self.missing = missing
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+        self._cached_bytes = 0
+
+    def load(self, key: str) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def image(self, item: int, size: int) -> np.ndarray:
+        key = self.item_keys[item]
+        if self.present[item]:
+            return resize(self.load(key), size)
+        if self.missing == "synthetic":
+            return synthetic_image(key, size)
+        if self.missing == "blank":
+            return np.full((size, size, 3), BLANK_LEVEL, dtype=np.uint8)
+        raise TpmeError(f"item {key!r} has no image", "use --missing-images blank|synthetic")
+
+    def images(self, items: np.ndarray, size: int) -> np.ndarray:
+        """Decoded and resized once per item while the cache has room (decoding dominates otherwise)."""
+        out = np.empty((len(items), 3, size, size), dtype=np.uint8)
+        for row, item in enumerate(items):
+            key = (int(item), size)
+            img = self._cache.get(key)
+            if img is None:
+                img = self.image(int(item), size)
+                if self._cached_bytes + img.nbytes <= CACHE_BYTES:
+                    self._cache[key] = img
+                    self._cached_bytes += img.nbytes
+            out[row] = img.transpose(2, 0, 1)
+        return out
+
+
+@register_image_source("none")
+class NoImages(KeyedImages):
+    """A dataset without images: every item gets the missing-image policy's picture."""
+
+    def __init__(self, item_keys: list[str], missing: str):
+        super().__init__(item_keys, [False] * len(item_keys), missing)
+
+
+@register_image_source("folder")
+class FolderImages(KeyedImages):
+    """`<item_id>.jpg|.jpeg|.png` files in one folder, decoded with Pillow."""
+
+    def __init__(self, path: str, item_keys: list[str], files: list[str | None], missing: str):
+        super().__init__(item_keys, [f is not None for f in files], missing)
+        self.path = Path(path)
+        self.files = [None, *files]
+        self._index = {k: f for k, f in zip(self.item_keys, self.files) if f is not None}
+
+    def load(self, key: str) -> np.ndarray:
+        from PIL import Image
+
+        file = self.path / self._index[key]
+        try:
+            with Image.open(file) as im:
+                return np.asarray(im.convert("RGB"))
+        except OSError as e:
+            raise TpmeError(f"{file}: not a readable image ({e})", "replace or delete the file") from e
+
+
+@register_image_source("lmdb")
+class LmdbImages(KeyedImages):
+    """An IISAN-style LMDB store: key = item id (UTF-8 bytes), value = a pickled LMDB_Image."""
+
+    def __init__(self, path: str, item_keys: list[str], present: list[bool], missing: str):
+        super().__init__(item_keys, present, missing)
+        self.path = path
+        self._env = None
+        self._pid = -1
+
+    def _txn(self):
+        if self._env is None or self._pid != os.getpid():  # an env must not cross a fork
+            self._env = open_lmdb(self.path)
+            self._pid = os.getpid()
+        return self._env.begin(buffers=False)
+
+    def load(self, key: str) -> np.ndarray:
+        with self._txn() as txn:
+            value = txn.get(key.encode())
+        if value is None:
+            raise TpmeError(f"{self.path}: key {key!r} disappeared from the image store", "re-run so that the store is inspected again")
+        try:
+            return load_lmdb_image(value)
+        except (pickle.UnpicklingError, ValueError, EOFError) as e:
+            raise TpmeError(f"{self.path}: image of item {key!r}: {e}", "use a store written with IISAN's LMDB_Image class") from e
+
+
+def open_lmdb(path: str | Path):
+    import lmdb
+
+    path = Path(path)
+    try:
+        return lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=path.is_dir(), max_readers=64)
+    except lmdb.Error as e:
+        raise TpmeError(f"{path}: not a readable LMDB store ({e})", "point --images at the store's directory or data file") from e
+
+
+def is_lmdb(path: Path) -> bool:
+    return (path.is_dir() and (path / "data.mdb").is_file()) or (path.is_file() and path.suffix == ".lmdb")
+
+
+def lmdb_keys(path: Path) -> set[str]:
+    env = open_lmdb(path)
+    try:
+        with env.begin() as txn:
+            return {bytes(k).decode("utf-8", "replace") for k in txn.cursor().iternext(values=False)}
+    finally:
+        env.close()
+
+
+def folder_files(path: Path) -> dict[str, str]:
+    """item key -> file name for every image file in the folder (first by name when several)."""
+    out: dict[str, str] = {}
+    for name in sorted(os.listdir(path)):
+        stem, suffix = os.path.splitext(name)
+        if suffix.lower() in IMAGE_SUFFIXES:
+            out.setdefault(stem, name)
+    return out
+
+
+def describe_images(images: Path | None, item_keys: list[str], missing: str) -> tuple[dict[str, Any], int]:
+    """The image-source descriptor for these items and how many of them have no image."""
+    if missing not in MISSING_POLICIES:
+        raise TpmeError(f"unknown missing-image policy {missing!r}", f"use one of {', '.join(MISSING_POLICIES)}")
+    base = {"module": MODULE, "item_keys": item_keys, "missing": missing}
+    if images is None:
+        return {"kind": "none", **base}, len(item_keys)
+    if is_lmdb(images):
+        keys = lmdb_keys(images)
+        present = [k in keys for k in item_keys]
+        return {"kind": "lmdb", "path": str(images), "present": present, **base}, present.count(False)
+    if images.is_dir():
+        index = folder_files(images)
+        files = [index.get(k) for k in item_keys]
+        return {"kind": "folder", "path": str(images), "files": files, **base}, files.count(None)
+    raise TpmeError(f"{images}: neither an LMDB store nor a folder of images", "give --images an LMDB directory (with data.mdb) or a folder of <item_id>.jpg|.png")
