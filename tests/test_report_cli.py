@@ -29,7 +29,7 @@ def ci_run(tmp_path_factory) -> tuple[Path, str]:
 def test_run_writes_its_report_and_says_where(ci_run) -> None:
     out, err = ci_run
     assert f"tpme: report in {out}/report/report.html" in err
-    for name in ("report.html", "report.md", "figures/efficiency.png", "figures/time_memory.png", "figures/step_times.png", "figures/sensitivity.png"):
+    for name in ("report.html", "report.md", "efficiency.png", "time_memory.png", "step_times.png", "sensitivity.png"):
         assert (out / "report" / name).is_file(), name
     html = (out / "report" / "report.html").read_text()
     assert "<dt>command line</dt><dd>tpme run" in html and "cpu_tensor_peak" in html
@@ -49,7 +49,7 @@ def test_report_command_all_formats(ci_run, tmp_path: Path, capsys) -> None:
 def test_report_group_by_and_merged_inputs(ci_run, tmp_path: Path) -> None:
     out, _ = ci_run
     assert main(["report", str(out), str(out / "results.jsonl"), "--out", str(tmp_path / "g"), "--format", "csv,png", "--group-by", "config.train.batch_size"]) == 0
-    assert (tmp_path / "g" / "figures" / "group_trend.png").is_file()
+    assert (tmp_path / "g" / "group_trend.png").is_file()
     assert "fft [batch_size=8]" in (tmp_path / "g" / "table.csv").read_text()
 
 

@@ -45,9 +45,9 @@ def full_report(tmp_path_factory) -> Path:
 def test_every_format_is_written(full_report: Path) -> None:
     for name in ("report.html", "report.md", "table.tex", "table.csv", "report.json"):
         assert (full_report / name).is_file(), name
-    figures = {p.stem for p in (full_report / "figures").glob("*.png")}
+    figures = {p.stem for p in full_report.glob("*.png")}
     assert figures == {"efficiency", "time_memory", "effectiveness", "step_times", "step_breakdown", "memory_breakdown", "sensitivity"}
-    assert figures == {p.stem for p in (full_report / "figures").glob("*.svg")}
+    assert figures == {p.stem for p in full_report.glob("*.svg")}
 
 
 def test_csv_loads_with_raw_numbers_and_weights(full_report: Path) -> None:
@@ -101,27 +101,29 @@ def test_pngs_are_valid_images_of_the_expected_size(full_report: Path) -> None:
 
     expected_width = {"efficiency": 7.2, "time_memory": 7.2 * 0.7, "effectiveness": 7.2, "step_times": 7.2 * 0.7, "step_breakdown": 7.2, "memory_breakdown": 7.2, "sensitivity": 7.2 * 0.75}
     for name, width_in in expected_width.items():
-        path = full_report / "figures" / f"{name}.png"
+        path = full_report / f"{name}.png"
         w, h = png_size(path)
         assert w == round(width_in * 200), name
         with Image.open(path) as im:
             im.verify()
     # six ranked rows: 1.0 + 0.28 * 6 + 0.5 inches at 200 dpi
-    assert png_size(full_report / "figures" / "efficiency.png")[1] == round((1.0 + 0.28 * 6 + 0.5) * 200)
+    assert png_size(full_report / "efficiency.png")[1] == round((1.0 + 0.28 * 6 + 0.5) * 200)
 
 
 def test_svgs_are_valid_xml_of_the_expected_size(full_report: Path) -> None:
-    root = ET.parse(full_report / "figures" / "efficiency.svg").getroot()
+    root = ET.parse(full_report / "efficiency.svg").getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     assert float(root.attrib["width"].removesuffix("pt")) == pytest.approx(7.2 * 72)
     assert float(root.attrib["height"].removesuffix("pt")) == pytest.approx((1.0 + 0.28 * 6 + 0.5) * 72)
-    for svg in (full_report / "figures").glob("*.svg"):
+    for svg in full_report.glob("*.svg"):
         assert ET.parse(svg).getroot().tag.endswith("svg")
 
 
 def test_markdown_report_links_figures_and_states_provenance(full_report: Path) -> None:
     md = (full_report / "report.md").read_text()
-    for link in re.findall(r"\]\((figures/[^)]+)\)", md):
+    links = re.findall(r"\]\(([^)]+\.png)\)", md)
+    assert links
+    for link in links:
         assert (full_report / link).is_file()
     assert "a1 (time) = 0.45" in md and "## Weight sensitivity" in md and "## Provenance" in md
     assert "bitfit (repeat 0): oom: torch.OutOfMemoryError" in md
@@ -169,7 +171,7 @@ def test_group_by_relabels_and_draws_a_trend(tmp_path: Path) -> None:
     assert [g["label"] for g in grouped] == ["fft", "lora(alpha=16) [r=4]", "lora(alpha=16) [r=8]", "lora(alpha=16) [r=16]", "lora(alpha=16) [r=32]"]
     result = write_report(recs, tmp_path, PAPER, ("png", "csv"), group_by="method_options.r")
     assert result.warnings == []
-    assert png_size(tmp_path / "figures" / "group_trend.png")[0] == 1440
+    assert png_size(tmp_path / "group_trend.png")[0] == 1440
     rows = list(csv.DictReader(io.StringIO((tmp_path / "table.csv").read_text())))
     assert {r["group_value"] for r in rows} == {"", "4", "8", "16", "32"}
 
@@ -215,7 +217,7 @@ def test_a_failing_figure_is_a_warning_not_a_lost_report(tmp_path: Path, monkeyp
     monkeypatch.setattr(plots, "FIGURES", (plots.FigureSpec("broken", "Broken", broken),) + plots.FIGURES[:1])
     result = write_report(zoo(), tmp_path, PAPER, ("html", "png"))
     assert any("broken" in w and "boom" in w for w in result.warnings)
-    assert (tmp_path / "report.html").is_file() and (tmp_path / "figures" / "efficiency.png").is_file()
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "efficiency.png").is_file()
 
 
 def test_all_cells_failed_still_reports(tmp_path: Path) -> None:

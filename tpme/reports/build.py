@@ -111,7 +111,7 @@ def render_report_markdown(summary: Summary, prov: Provenance, figures: list[Emb
     if fig_ext:
         out += ["## Figures", ""]
         for f in figures:
-            out += [f"![{f.title}](figures/{f.name}.{fig_ext})", "", f"*{f.title}.* {f.caption}", ""]
+            out += [f"![{f.title}]({f.name}.{fig_ext})", "", f"*{f.title}.* {f.caption}", ""]
     if sens is not None:
         out += ["## Weight sensitivity", "", *sensitivity_markdown(sens), ""]
     out += ["## Provenance", ""] + [f"- **{k}**: {v}" for k, v in prov.items()] + [""]
@@ -166,10 +166,7 @@ def write_report(
     entries = entries_from_records(records)
     sens = sensitivity(entries, weights, step) if entries else None
     prov = collect(records, summary, [str(i) for i in (inputs or [])])
-    fig_dir = None
-    if {"png", "svg"} & set(formats):
-        fig_dir = out / "figures"
-        fig_dir.mkdir(exist_ok=True)
+    fig_dir = out if {"png", "svg"} & set(formats) else None  # beside the tables: one flat folder to attach
     figures = render_figures(summary, sens, fig_dir, formats, result) if {"png", "svg", "html"} & set(formats) else []
 
     def write(name: str, text: str) -> None:

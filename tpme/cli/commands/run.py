@@ -104,5 +104,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"tpme: results in {out_dir}/results.jsonl, table in {out_dir}/table.md", file=sys.stderr)
     report = out_dir / "report" / "report.html"
     if plan.report and report.is_file():
-        print(f"tpme: report in {report} (figures in {report.parent}/figures)", file=sys.stderr)
+        print(f"tpme: report in {report} (figures beside it)", file=sys.stderr)
     return 0 if all(r["status"] == "ok" for r in records) else 1
