@@ -126,5 +126,9 @@ def test_scientific_statistics(shared_data, capsys):
     out = json.loads(capsys.readouterr().out)
     assert (out["users"], out["items"], out["interactions"]) == (12_076, 20_314, 81_711)
     assert out["problems"] == [] and out["images_missing"] == 20_314
-    assert main(["data", "check", str(path)]) == 2  # no images under the default policy
+    assert main(["data", "check", str(path), "--json"]) == 0  # without a policy: usable, images missing is a warning
+    out = json.loads(capsys.readouterr().out)
+    assert (out["users"], out["items"], out["interactions"]) == (12_076, 20_314, 81_711)
+    assert [(p["kind"], p["fatal"]) for p in out["problems"]] == [("missing-image", False)]
+    assert main(["data", "check", str(path), "--missing-images", "error"]) == 2
     assert "12,076 users, 20,314 items, 81,711 interactions" in capsys.readouterr().out

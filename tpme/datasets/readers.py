@@ -203,8 +203,11 @@ def read_users(path: Path, titles: dict[str, str], problems: list[Problem]) -> t
     return sequences, users
 
 
-def inspect_dataset(path: str | Path, cfg: DataConfig) -> DatasetReport:
-    """Read, validate and preprocess a dataset; every problem is collected, none raised."""
+def inspect_dataset(path: str | Path, cfg: DataConfig, missing_images_fatal: bool = True) -> DatasetReport:
+    """Read, validate and preprocess a dataset; every problem is collected, none raised.
+
+    With `missing_images_fatal=False` (a check without an explicit policy) missing images
+    under the `error` policy are a warning that names the fix, not a reason to refuse."""
     files = find_files(Path(path), cfg)
     report = DatasetReport(files)
     problems = report.problems
@@ -222,7 +225,8 @@ def inspect_dataset(path: str | Path, cfg: DataConfig) -> DatasetReport:
     report.image_source, report.missing_images = describe_images(files.images, keys, cfg.missing_images)
     if report.missing_images and cfg.missing_images == "error":
         where = str(files.images) if files.images else str(files.items.parent)
-        problems.append(Problem(where, None, "missing-image", f"{report.missing_images} of {len(keys)} items have no image", True))
+        hint = "" if missing_images_fatal else "; a run needs --missing-images blank|synthetic or --images PATH"
+        problems.append(Problem(where, None, "missing-image", f"{report.missing_images} of {len(keys)} items have no image{hint}", missing_images_fatal))
     return report
 
 

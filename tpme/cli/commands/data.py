@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--items", metavar="FILE", help="the items file, when not found by name")
     c.add_argument("--users", metavar="FILE", help="the users file, when not found by name")
     c.add_argument("--images", metavar="PATH", help="an LMDB image store or a folder of <item_id>.jpg|.png (default: found in the directory)")
-    c.add_argument("--missing-images", choices=["error", "blank", "synthetic"], default="error", help="policy for items without an image (default error: missing images make the dataset unusable)")
+    c.add_argument("--missing-images", choices=["error", "blank", "synthetic"], help="check under this policy for items without an image (default: missing images are a warning, since a run can use blank or synthetic ones; `error` makes them fatal)")
     c.add_argument("--max-seq-len", type=int, default=10, help="history length of preprocessing (default 10)")
     c.add_argument("--max-users", type=int, help="check a seeded random subset of this many users")
     c.add_argument("--json", action="store_true", help="print the statistics and all problems as one JSON object")
@@ -42,8 +42,8 @@ def check(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.exists():
         raise TpmeError(f"dataset path {path} does not exist", "give a directory holding the items and users files")
-    cfg = DataConfig(dataset=str(path), max_seq_len=args.max_seq_len, items_file=args.items, users_file=args.users, images=args.images, missing_images=args.missing_images, max_users=args.max_users)
-    report = inspect_dataset(path, cfg)
+    cfg = DataConfig(dataset=str(path), max_seq_len=args.max_seq_len, items_file=args.items, users_file=args.users, images=args.images, missing_images=args.missing_images or "error", max_users=args.max_users)
+    report = inspect_dataset(path, cfg, missing_images_fatal=args.missing_images is not None)
     stats = report.stats()
     if args.json:
         print_json(stats)
