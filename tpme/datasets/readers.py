@@ -4,17 +4,15 @@
 Every problem is reported with file and line. Fatal problems make the dataset unusable
 (the files must be fixed); warnings are counted and the offending part is skipped:
 
-| problem                                   | severity | what happens                         |
-|-------------------------------------------|----------|--------------------------------------|
-| bytes that are not UTF-8 (`encoding`)     | fatal    | re-encode the file as UTF-8          |
-| line without a tab or id (`malformed`)    | fatal    | fix the line                         |
-| user listed twice (`duplicate-user`)      | fatal    | the order of its items is ambiguous  |
-| no usable user or item left (`empty`)     | fatal    |                                      |
-| item id not in the items file (`unknown-item`) | warning | the id is dropped from the sequence |
-| item listed twice (`duplicate-item`)      | warning  | the first title is kept              |
-| empty title (`empty-title`)               | warning  | the item keeps an empty text         |
-| last line without a newline (`truncated`) | warning  | the line is read as it is            |
-| item without an image (`missing-image`)   | fatal under `--missing-images error`, else counted |
+    encoding        fatal    bytes that are not UTF-8 (re-encode the file)
+    malformed       fatal    a line without a tab or an id
+    duplicate-user  fatal    a user listed twice (the order of its items is ambiguous)
+    empty           fatal    no user with 5 or more known items
+    missing-image   fatal    items without an image under `--missing-images error`
+    unknown-item    warning  an id missing from the items file: dropped from the sequence
+    duplicate-item  warning  an item listed twice: the first title is kept
+    empty-title     warning  the item keeps an empty text
+    truncated       warning  the last line has no newline: read as it is
 
 Blank lines are skipped. Titles have HTML entities decoded (`&amp;` -> `&`).
 """
