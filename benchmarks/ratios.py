@@ -77,7 +77,7 @@ def method_ratios(cfg: RunConfig, out_dir: Path, on_gpu_paper: bool) -> tuple[li
     if cached is not None:
         full = cached["epoch_time_s"]
         applies = on_gpu_paper and "H200" in str(cached["provenance"]["device"].get("name", ""))
-        out.append(Ratio("iisan-cached epoch time, seconds (Scientific size)", full, "< 2 s (H200, paper)", _goal(full, "<=", 2.0, applies), "absolute; only meaningful on the GPU"))
+        out.append(Ratio(f"iisan-cached epoch time, seconds ({cfg.data.dataset})", full, "< 2 s (H200, paper)", _goal(full, "<=", 2.0, applies), "absolute; only meaningful on the GPU"))
     for m, r in records.items():
         if r["status"] != "ok":
             out.append(Ratio(f"{m} cell", None, "ok", False, f"{r['status']}: {r['error']}"))

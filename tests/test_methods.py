@@ -231,3 +231,23 @@ def test_iisan_with_different_text_and_image_backbones():
     items = ItemBatch(torch.arange(1, 4), torch.randint(5, 100, (3, 8)), torch.ones(3, 8, dtype=torch.long), torch.randn(3, 3, 64, 64))
     assert tower(items).shape == (3, EMBED)
     assert isinstance(get_method("iisan").build_tower(Backbones.build(BackboneSpec.parse("tiny")), EMBED).side.text_to_inter, torch.nn.Identity)
+
+
+def test_iisan_cls_states_equal_the_models_hidden_states():
+    """The hook-based [CLS] capture reads exactly hidden_states[l][:, 0] of both backbones."""
+    from tpme.methods.iisan import cls_states
+    from tpme.models.backbones import Backbones, BackboneSpec
+
+    torch.manual_seed(0)
+    bb = Backbones.build(BackboneSpec.parse("tiny"))
+    bb.text.eval()
+    bb.image.eval()
+    ids = torch.randint(5, 200, (3, 12))
+    mask = torch.ones_like(ids)
+    pixels = torch.randn(3, 3, 32, 32)
+    for model, inputs in ((bb.text, {"input_ids": ids, "attention_mask": mask}), (bb.image, {"pixel_values": pixels})):
+        with torch.no_grad():
+            hidden = model(**inputs, output_hidden_states=True).hidden_states
+        got = cls_states(model, [0, 1, 2], **inputs)
+        for k, l in enumerate([0, 1, 2]):
+            assert torch.equal(got[:, k], hidden[l][:, 0])

@@ -98,10 +98,41 @@ def layer_schedule(text_layers: int, image_layers: int, o: IisanOptions) -> tupl
 
 
 def cls_states(model: nn.Module, layers: list[int], **inputs: torch.Tensor) -> torch.Tensor:
-    """[N, len(layers), d]: the [CLS] vector of the chosen hidden states, no autograd graph."""
-    with torch.no_grad():
-        hidden = model(**inputs, output_hidden_states=True).hidden_states
-        return torch.stack([hidden[l][:, 0] for l in layers], dim=1)
+    """[N, len(layers), d]: the [CLS] vector of the chosen hidden states, no autograd graph.
+
+    Forward hooks copy out only the [CLS] rows as each layer finishes, so a layer's full
+    output is freed as soon as the next layer has read it; asking the model for
+    `output_hidden_states` would keep every layer's [N, tokens, d] alive until the end
+    (about 1.4 GB for ViT-base on a 352-item batch in fp16). Index 0 is the embedding
+    output and l the output of layer l, as in `hidden_states`.
+    """
+    blocks = [model.embeddings, *_layer_list(model)]
+    captured: dict[int, torch.Tensor] = {}
+
+    def keep_cls(index: int):
+        def hook(_module: nn.Module, _args: object, output: torch.Tensor | tuple) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            captured[index] = hidden[:, 0].clone()
+
+        return hook
+
+    handles = [blocks[l].register_forward_hook(keep_cls(l)) for l in set(layers)]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack([captured[l] for l in layers], dim=1)
+
+
+def _layer_list(model: nn.Module) -> nn.ModuleList:
+    """The transformer's stack of layers (BERT `encoder.layer`, ViT `layers`, ...)."""
+    n = model.config.num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise TpmeError(f"{type(model).__name__} has no list of {n} layers for IISAN to read", "IISAN needs a BERT- or ViT-like backbone")
 
 
 class IisanTower(ItemTower):
