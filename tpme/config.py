@@ -87,6 +87,16 @@ class RunConfig:
         cfg.validate()
         return cfg
 
+    def override(self, **changes: Any) -> "RunConfig":
+        """`replace` for command-line values: None means "keep the preset's", and giving one
+        of steps / epochs clears the other."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        if "epochs" in given:
+            given["steps"] = None
+        elif "steps" in given:
+            given["epochs"] = None
+        return self.replace(**given)
+
     def validate(self) -> None:
         t = self.train
         if t.precision not in PRECISIONS:

@@ -56,7 +56,7 @@ def build(args: argparse.Namespace) -> int:
     from tpme.models.backbones import Backbones, BackboneSpec, text_config
 
     overrides = {"dataset": args.dataset, "backbone": args.backbone, "device": args.device, "precision": args.precision, "seed": args.seed}
-    cfg = preset(args.preset).replace(**{k: v for k, v in overrides.items() if v is not None})
+    cfg = preset(args.preset).override(**overrides)
     spec = BackboneSpec.parse(cfg.backbone)
     device = resolve_device(cfg.train.device)
     method = get_method(METHOD, parse_method_opts(args.method_opt, [METHOD])[METHOD])

@@ -41,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_gpus:
         return _list_gpus(resolve_gpus(args.gpu or "all", args.gpu_file), args.json)
     gpus = resolve_gpus(args.gpu or "h100", args.gpu_file)
-    cfg = preset(args.preset)
-    cfg = cfg.replace(**{k: v for k, v in {"dataset": args.dataset, "backbone": args.backbone, "batch_size": args.batch_size}.items() if v is not None})
+    cfg = preset(args.preset).override(dataset=args.dataset, backbone=args.backbone, batch_size=args.batch_size)
     precisions = [p.strip() for p in (args.precision or cfg.train.precision).split(",") if p.strip()]
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:

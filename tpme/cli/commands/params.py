@@ -49,9 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from tpme.models.backbones import BackboneSpec
     from tpme.reports.format import fmt_params
 
-    cfg = preset(args.preset)
-    if args.backbone:
-        cfg = cfg.replace(backbone=args.backbone)
+    cfg = preset(args.preset).override(backbone=args.backbone)
     BackboneSpec.parse(cfg.backbone)
     load_plugins(args.plugin)
     names = resolve_method_names(args.methods)

@@ -65,21 +65,15 @@ def run(args: argparse.Namespace) -> int:
     weights = Weights.parse(args.weights)
     if args.repeats < 1:
         raise TpmeError("--repeats must be at least 1")
-    cfg = preset(args.preset)
     overrides = {
         "dataset": args.dataset, "backbone": args.backbone, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
         "device": args.device, "precision": args.precision, "seed": args.seed, "compile": args.compile,
         "items_file": args.items, "users_file": args.users, "images": args.images, "missing_images": args.missing_images,
-        "max_users": args.max_users, "early_stop": args.early_stop, "eval": args.eval,
+        "max_users": args.max_users, "early_stop": args.early_stop, "eval": args.eval, "steps": args.steps, "epochs": args.epochs,
     }
     if (args.items or args.users) and not args.dataset:
         overrides["dataset"] = str(Path(args.items or args.users).parent)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if args.epochs is not None:  # the other of steps/epochs is cleared (after the None filter)
-        overrides.update(epochs=args.epochs, steps=None)
-    elif args.steps is not None:
-        overrides.update(steps=args.steps, epochs=None)
-    cfg = cfg.replace(**overrides)
+    cfg = preset(args.preset).override(**overrides)
     BackboneSpec.parse(cfg.backbone)
     from tpme.bench.device import resolve_device
 
