@@ -40,20 +40,15 @@ def test_trained_model_beats_popularity_on_synthetic(tmp_path):
     assert rec["hr@10"] > 1.5 * rec["baselines"]["popularity"]["hr@10"]
 
 
-def test_scientific_subset_learns(shared_data, tmp_path):
-    """Real text, blank images, 1,000 users, tiny random-init backbones, a few epochs.
-
-    At this budget the model reaches the popularity baseline's neighbourhood but does not
-    reliably beat it (see the README); what must hold is that training learns: far above
-    the chance rate of a random ranking (10 / items)."""
+def test_scientific_subset_beats_popularity(shared_data, tmp_path):
+    """Real text, blank images, 4,000 users, tiny random-init backbones, 8 epochs (about
+    two minutes on two cores): test HR@10 at the best validation epoch beats popularity."""
     (rec,) = run(
-        tmp_path, "--dataset", str(shared_data / "amazon-scientific"), "--missing-images", "blank", "--max-users", "1000",
-        "--methods", "fft", "--epochs", "3", "--eval", "--batch-size", "32", "--lr", "1e-3", "--warmup-steps", "0",
+        tmp_path, "--dataset", str(shared_data / "amazon-scientific"), "--missing-images", "blank", "--max-users", "4000",
+        "--methods", "fft", "--epochs", "8", "--early-stop", "3", "--batch-size", "32", "--lr", "1e-3",
     )
-    assert rec["data"]["users"] == 1000 and rec["data"]["images_missing"] == rec["data"]["items"]
-    chance = 10 / rec["data"]["items"]
-    assert rec["evaluation"]["valid"]["hr@10"] > 5 * chance
-    assert rec["hr@10"] > 5 * chance
+    assert rec["data"]["users"] == 4000 and rec["data"]["images_missing"] == rec["data"]["items"]
+    assert rec["hr@10"] > rec["baselines"]["popularity"]["hr@10"]
 
 
 def test_explicit_items_and_users_files(tmp_path):
