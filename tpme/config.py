@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tpme.errors import TpmeError
@@ -112,6 +113,9 @@ class RunConfig:
             raise TpmeError("warmup_steps and memory_steps must be non-negative, prefetch at least 1")
         if self.data.max_seq_len < 1 or self.data.text_len < 3:
             raise TpmeError("max_seq_len must be >= 1 and text_len >= 3")
+        kind, _, _ = self.data.dataset.partition(":")
+        if kind != "synthetic" and not Path(self.data.dataset).exists():
+            raise TpmeError(f"dataset path {self.data.dataset!r} does not exist", "use synthetic[:tiny|small|medium|scientific] or a directory holding an items file and a users file")
         if self.data.missing_images not in ("error", "blank", "synthetic"):
             raise TpmeError(f"unknown missing-image policy {self.data.missing_images!r}", "use error, blank or synthetic")
         if self.data.max_users is not None and self.data.max_users < 1:
