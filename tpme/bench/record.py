@@ -15,7 +15,6 @@ from typing import Any
 from tpme.errors import TpmeError
 
 SCHEMA = "tpme.result/1"
-STATUSES = ("ok", "oom", "error", "timeout")
 FLAT_FIELDS = (
     "schema", "cell_key", "method", "label", "status", "error", "repeat",
     "epoch_time_s", "epoch_time_source", "step_time_s", "steps_per_epoch",

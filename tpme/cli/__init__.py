@@ -14,7 +14,7 @@ import sys
 from tpme import __version__
 from tpme.errors import TpmeError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_USAGE = 2  # bad input; 0 and 1 are returned by the commands themselves
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,7 +50,6 @@ class Row:
     m_norm: float | None = None
     hr10: float | None = None
     ndcg10: float | None = None
-    spread: dict[str, float] = field(default_factory=dict)  # relative (max - min) / median over repeats
     step_times_s: list[float] = field(default_factory=list)
     breakdown_s: dict[str, float] = field(default_factory=dict)
     memory_breakdown: dict[str, float] = field(default_factory=dict)
@@ -129,13 +128,6 @@ def memory_breakdown(record: dict[str, Any]) -> dict[str, float]:
     return search(record.get("estimate"), 0)
 
 
-def _spread(values: list[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    med = statistics.median(values)
-    return (max(values) - min(values)) / med if med else None
-
-
 def _source(values: list[str | None]) -> str | None:
     kinds = {v for v in values if v}
     if not kinds:
@@ -178,7 +170,6 @@ def summarise(records: list[dict[str, Any]], weights: Weights, group_by: str | N
             row.memory_kind = _source([memory_kind(r.get("memory_source")) for r in ok])
             row.hr10 = _optional_median([r.get("hr@10") for r in ok])
             row.ndcg10 = _optional_median([r.get("ndcg@10") for r in ok])
-            row.spread = {k: s for k, s in (("epoch_time_s", _spread(t)), ("trainable_params", _spread(p)), ("peak_memory_bytes", _spread(m))) if s is not None}
             row.step_times_s = [float(x) for r in ok for x in ((r.get("timing") or {}).get("step_times_s") or [])]
             row.breakdown_s = _median_dicts([(r.get("timing") or {}).get("breakdown_median_s") or {} for r in ok])
             row.memory_breakdown = _median_dicts([memory_breakdown(r) for r in ok])

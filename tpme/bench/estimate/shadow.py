@@ -36,9 +36,6 @@ class KnownValues(TorchDispatchMode):
                 self._real[fake] = real.detach().clone()
         return fake
 
-    def real_of(self, t: torch.Tensor) -> torch.Tensor | None:
-        return self._real.get(t)
-
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is aten._local_scalar_dense.default and args[0] in self._real:
