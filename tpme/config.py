@@ -13,6 +13,7 @@ from typing import Any
 from tpme.errors import TpmeError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+CUDA_GRAPH_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     prefetch: int = 2  # batches prepared ahead in a background thread
     compile: bool = False  # torch.compile the recommender (compilation happens in warm-up)
+    cuda_graphs: str = "auto"  # auto: capture the step where the method allows it on CUDA; on: required; off
     eval: bool = False  # HR@10 / NDCG@10: once after timed steps, or after every epoch
     early_stop: int | None = None  # epochs without a better validation HR@10 before stopping
 
@@ -102,6 +104,8 @@ class RunConfig:
         t = self.train
         if t.precision not in PRECISIONS:
             raise TpmeError(f"unknown precision {t.precision!r}", f"use one of {', '.join(PRECISIONS)}")
+        if t.cuda_graphs not in CUDA_GRAPH_MODES:
+            raise TpmeError(f"unknown cuda_graphs mode {t.cuda_graphs!r}", f"use one of {', '.join(CUDA_GRAPH_MODES)}")
         if (t.steps is None) == (t.epochs is None):
             raise TpmeError("give exactly one of steps and epochs")
         for name in ("batch_size", "embed_dim"):

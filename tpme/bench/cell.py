@@ -70,7 +70,7 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
     setup = build_training(cfg, method, bundle, device, spec.cache_dir, seed=cfg.train.seed + spec.repeat)
     model, trainer, loader = setup.model, setup.trainer, setup.loader
     optimizer = trainer.optimizer
-    record.update(prepare_time_s=setup.prepare_time_s, prepare=setup.prepare_info, steps_per_epoch=len(loader))
+    record.update(prepare_time_s=setup.prepare_time_s, prepare=setup.prepare_info, steps_per_epoch=len(loader), execution=setup.execution)
     trainable, total = count_params(model)
     record.update(trainable_params=trainable, total_params=total)
 

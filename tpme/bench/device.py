@@ -29,11 +29,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """fp32: no autocast; fp16/bf16: autocast on the device (fp16 on CPU is supported by torch)."""
+def autocast(device: torch.device, precision: str, cache_enabled: bool = True) -> contextlib.AbstractContextManager:
+    """fp32: no autocast; fp16/bf16: autocast on the device (fp16 on CPU is supported by torch).
+
+    CUDA graph capture needs `cache_enabled=False`: cached casts would outlive the capture.
+    """
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision], cache_enabled=cache_enabled)
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:

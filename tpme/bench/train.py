@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -23,11 +23,18 @@ class Trainer:
     scaler: torch.amp.GradScaler
     device: torch.device
     precision: str
+    graphed_loss: Callable[[TrainBatch], torch.Tensor] | None = None  # the captured forward + backward, when used
+
+    def loss(self, batch: TrainBatch) -> torch.Tensor:
+        """The training loss of a batch already on the device (replays the CUDA graph when captured)."""
+        if self.graphed_loss is not None:
+            return self.graphed_loss(batch)
+        with autocast(self.device, self.precision):
+            return self.model(batch)
 
     def step(self, batch: TrainBatch) -> torch.Tensor:
         """One untimed training step (warm-up, memory tracking)."""
-        with autocast(self.device, self.precision):
-            loss = self.model(batch.to(self.device, non_blocking=True))
+        loss = self.loss(batch.to(self.device, non_blocking=True))
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -76,15 +83,14 @@ class _PhaseClock:
 def timed_steps(trainer: Trainer, batches: Iterator[TrainBatch], n: int, times: StepTimes, on_step=None) -> StepTimes:
     """Run n steps, timing each; the device is synchronised before and after every step."""
     clock = _PhaseClock(trainer.device)
-    model, opt, scaler = trainer.model, trainer.optimizer, trainer.scaler
+    opt, scaler = trainer.optimizer, trainer.scaler
     synchronize(trainer.device)
     for _ in range(n):
         t0 = time.perf_counter()
         batch = next(batches).to(trainer.device, non_blocking=True)
         t_data = time.perf_counter() - t0
         m0 = clock.mark()
-        with autocast(trainer.device, trainer.precision):
-            loss = model(batch)
+        loss = trainer.loss(batch)
         m1 = clock.mark()
         scaler.scale(loss).backward()
         m2 = clock.mark()

@@ -36,6 +36,17 @@ class ItemBatch:
             pixels = pixels.float().div_(127.5).sub_(1.0)  # mean 0.5, std 0.5
         return ItemBatch(move(self.item_ids), move(self.input_ids), move(self.attention_mask), pixels)
 
+    def padded(self, n: int) -> "ItemBatch":
+        """The first rows of n, the rest zeros (id 0 is the padding item)."""
+        def pad(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            out = t.new_zeros((n, *t.shape[1:]))
+            out[: len(t)] = t
+            return out
+
+        return ItemBatch(pad(self.item_ids), pad(self.input_ids), pad(self.attention_mask), pad(self.pixels))
+
     def pin_memory(self) -> "ItemBatch":
         def pin(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.pin_memory()
@@ -49,6 +60,7 @@ class TrainBatch:
     own: torch.Tensor  # [B, C] True where unique item c occurs in user b's sequence
     log_pop: torch.Tensor  # [C] log popularity of the unique items (logQ correction)
     items: ItemBatch
+    real: torch.Tensor | None = None  # [C] False for static-shape padding slots; None: no padding
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "TrainBatch":
         return replace(
@@ -57,10 +69,12 @@ class TrainBatch:
             own=self.own.to(device, non_blocking=non_blocking),
             log_pop=self.log_pop.to(device, non_blocking=non_blocking),
             items=self.items.to(device, non_blocking=non_blocking),
+            real=None if self.real is None else self.real.to(device, non_blocking=non_blocking),
         )
 
     def pin_memory(self) -> "TrainBatch":
-        return TrainBatch(self.seq_index.pin_memory(), self.own.pin_memory(), self.log_pop.pin_memory(), self.items.pin_memory())
+        real = None if self.real is None else self.real.pin_memory()
+        return TrainBatch(self.seq_index.pin_memory(), self.own.pin_memory(), self.log_pop.pin_memory(), self.items.pin_memory(), real)
 
 
 class ItemFeatures:
@@ -85,15 +99,21 @@ class ItemFeatures:
 
 
 class TrainLoader:
-    """One sample per user per epoch (the last L+1 training items), users shuffled each epoch."""
+    """One sample per user per epoch (the last L+1 training items), users shuffled each epoch.
 
-    def __init__(self, bundle: DataBundle, features: ItemFeatures, batch_size: int, seed: int = 0):
+    `static=True` gives every batch the same shapes, which a CUDA graph needs: B user
+    rows (a short last batch gets empty users) and B*(L+1) item slots (padding slots
+    hold item 0 and are marked not `real`, so the loss never offers them as candidates).
+    """
+
+    def __init__(self, bundle: DataBundle, features: ItemFeatures, batch_size: int, seed: int = 0, static: bool = False):
         self.samples = pad_left(bundle.split.train, bundle.max_seq_len + 1)
         counts = bundle.item_counts.astype(np.float64)
         self.log_pop = np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0)).astype(np.float32)
         self.features = features
         self.batch_size = batch_size
         self.seed = seed
+        self.static = static
 
     def __len__(self) -> int:
         return -(-len(self.samples) // self.batch_size)
@@ -110,16 +130,27 @@ class TrainLoader:
             epoch += 1
 
     def collate(self, seqs: np.ndarray) -> TrainBatch:
+        if self.static and len(seqs) < self.batch_size:
+            seqs = np.concatenate([seqs, np.zeros((self.batch_size - len(seqs), seqs.shape[1]), dtype=seqs.dtype)])
         unique, inverse = np.unique(seqs, return_inverse=True)
         has_pad = unique[0] == 0
         index = inverse.reshape(seqs.shape) - int(has_pad)  # padding -> -1
         items = unique[1:] if has_pad else unique
-        own = np.zeros((len(seqs), len(items)), dtype=bool)
+        slots = seqs.size if self.static else len(items)
+        own = np.zeros((len(seqs), slots), dtype=bool)
         rows, cols = np.nonzero(index >= 0)
         own[rows, index[rows, cols]] = True
+        log_pop = np.zeros(slots, dtype=np.float32)
+        log_pop[: len(items)] = self.log_pop[items]
+        features = self.features.gather(items)
+        real = None
+        if self.static:
+            features = features.padded(slots)
+            real = torch.arange(slots) < len(items)
         return TrainBatch(
             seq_index=torch.from_numpy(index.astype(np.int64)),
             own=torch.from_numpy(own),
-            log_pop=torch.from_numpy(self.log_pop[items]),
-            items=self.features.gather(items),
+            log_pop=torch.from_numpy(log_pop),
+            items=features,
+            real=real,
         )

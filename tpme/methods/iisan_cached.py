@@ -80,6 +80,13 @@ class IisanCached(Method):
         info["resident"] = {"text": str(text.device), "image": str(image.device)}
         return info
 
+    def cuda_graph_blocker(self, tower: ItemTower) -> str | None:
+        """Capturable when the cache sits on the side networks' device: a batch is then a gather."""
+        assert isinstance(tower, IisanCachedTower)
+        if tower.text_cache.device != tower.side.fuse.weight.device or tower.image_cache.device != tower.side.fuse.weight.device:
+            return "the hidden-state cache does not fit the device, so every batch's rows are copied from host memory"
+        return None
+
     def estimate_prepare(self, tower: ItemTower, n_items: int, precision: str) -> None:
         """The cache's two arrays, shape and dtype only, for GPU-free estimation."""
         assert isinstance(tower, IisanCachedTower)

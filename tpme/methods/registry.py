@@ -48,8 +48,9 @@ class Method:
     Subclasses set `name`, `description`, optionally an `Options` dataclass (filled from
     `--method-opt key=value`), and implement `build_tower`. A method that needs a one-off
     pass before training (a cache) overrides `prepare`; its time is recorded apart from
-    epoch time, and `estimate_prepare` shapes the same state for GPU-free estimation. `uses_backbones_in_training = False` lets the harness free the backbones
-    after `prepare`.
+    epoch time, and `estimate_prepare` shapes the same state for GPU-free estimation.
+    `uses_backbones_in_training = False` lets the harness free the backbones after
+    `prepare`; `cuda_graph_blocker` returning None lets it capture the step as a CUDA graph.
     """
 
     name: ClassVar[str] = ""
@@ -74,6 +75,15 @@ class Method:
         (e.g. a hidden-state cache for n_items + 1 items registered as a buffer), created
         on the current default device (meta while estimating). Default: nothing to create.
         """
+
+    def cuda_graph_blocker(self, tower: ItemTower) -> str | None:
+        """Why this method's training step cannot be captured as a CUDA graph, or None if it can.
+
+        A capturable step has static shapes given a static batch, never reads a device
+        value on the host, and keeps every tensor it reads on the device. Backbones from
+        Hugging Face branch on mask contents, so by default no method claims this.
+        """
+        return "its step runs code with data-dependent control flow (backbones); only methods that declare it are captured"
 
     def options_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.options) if dataclasses.is_dataclass(self.options) else {}

@@ -17,7 +17,13 @@ class Recommender(nn.Module):
         self.user_encoder = UserEncoder(embed_dim, max_seq_len)
 
     def forward(self, batch: TrainBatch) -> torch.Tensor:
-        """In-batch softmax cross-entropy with logQ correction and own-sequence masking."""
+        """In-batch softmax cross-entropy with logQ correction and own-sequence masking.
+
+        Free of host synchronisation (no boolean indexing, no `.item()`): the loss is a
+        masked mean over valid positions, so the step can be captured as a CUDA graph and
+        never stalls the launch queue. Candidates marked not `real` (static-shape padding)
+        are masked out of every row.
+        """
         emb = self.tower(batch.items)  # [C, e]
         inputs, targets = batch.seq_index[:, :-1], batch.seq_index[:, 1:]
         valid = inputs >= 0
@@ -26,6 +32,10 @@ class Recommender(nn.Module):
         logits = (users @ emb.T).float() - batch.log_pop[None, None, :]  # [B, L, C]
         target = targets.clamp(min=0)
         candidates = torch.arange(emb.shape[0], device=emb.device)
-        others = batch.own[:, None, :] & (candidates[None, None, :] != target[..., None])
-        logits = logits.masked_fill(others, torch.finfo(logits.dtype).min)
-        return F.cross_entropy(logits[valid], target[valid])
+        masked = batch.own[:, None, :] & (candidates[None, None, :] != target[..., None])
+        if batch.real is not None:
+            masked = masked | ~batch.real[None, None, :]
+        logits = logits.masked_fill(masked, torch.finfo(logits.dtype).min)
+        per_position = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+        weight = valid.flatten().to(per_position.dtype)
+        return (per_position * weight).sum() / weight.sum()

@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_flatten
 aten = torch.ops.aten
 PHASES = ("forward", "backward", "optimizer")
 # ops that allocate or relabel without running a kernel
-_FREE_OPS = {aten.empty.memory_format, aten.empty_like.default, aten.empty_strided.default, aten.detach.default, aten.lift_fresh.default, aten._local_scalar_dense.default}
+KERNEL_FREE_OPS = {aten.empty.memory_format, aten.empty_like.default, aten.empty_strided.default, aten.detach.default, aten.lift_fresh.default, aten._local_scalar_dense.default}
 _CONV_OPS = {aten.convolution, aten._convolution, aten.convolution_backward, aten._slow_conv2d_forward}
 
 
@@ -82,7 +82,7 @@ class CostCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if func.is_view or func in _FREE_OPS:
+        if func.is_view or func in KERNEL_FREE_OPS:
             return out
         packet = func._overloadpacket
         formula = flop_counter.flop_registry.get(packet)

@@ -50,9 +50,9 @@ def estimate_step(cfg: RunConfig, method: Method, data: DataShape, batch: TrainB
     """Peak memory and op costs of one steady-state training step.
 
     `batch`: a collated batch to use (its shapes; small index tensors' values); None
-    synthesises the config's largest batch. `target`: "cuda" runs Adam's multi-tensor
-    (foreach) path and fused attention (`gpu_attention`) as PyTorch does on a GPU; "cpu"
-    runs exactly what a CPU run does, to compare with a CPU measurement.
+    synthesises the config's largest batch. `target`: "cuda" runs fused Adam and fused
+    attention (`gpu_attention`) as the harness does on a GPU; "cpu" runs exactly what a
+    CPU run does, to compare with a CPU measurement.
     """
     t0 = time.perf_counter()
     model, image_size = build_meta_model(cfg, method, data)
@@ -65,7 +65,7 @@ def estimate_step(cfg: RunConfig, method: Method, data: DataShape, batch: TrainB
     fb = fake_batch(batch, mode, known)
     batch_tensors = [t for t in (fb.seq_index, fb.own, fb.log_pop, *vars(fb.items).values()) if isinstance(t, torch.Tensor)]
     model.train()
-    optimizer = torch.optim.Adam(trainable, lr=cfg.train.lr, foreach=True if target == "cuda" else None)
+    optimizer = torch.optim.Adam(trainable, lr=cfg.train.lr, fused=target == "cuda")
 
     with mode:
         prime_optimizer(optimizer, trainable)

@@ -93,4 +93,4 @@ def fake_batch(batch: TrainBatch, mode: FakeTensorMode, known: KnownValues) -> T
 
     it = batch.items
     items = ItemBatch(conv(it.item_ids), conv(it.input_ids), conv(it.attention_mask), conv(it.pixels, keep_value=False))
-    return TrainBatch(conv(batch.seq_index), conv(batch.own), conv(batch.log_pop), items)
+    return TrainBatch(conv(batch.seq_index), conv(batch.own), conv(batch.log_pop), items, conv(batch.real))

@@ -38,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="autocast precision (default: the preset's)")
     p.add_argument("--seed", type=int, help="seed of data and initialisation")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the recommender (compiled during warm-up; give enough --warmup-steps)")
+    p.add_argument("--cuda-graphs", choices=["auto", "on", "off"], help="capture the training step as CUDA graphs: auto (default) where the method allows it on a GPU "
+                   "(iisan-cached), falling back to eager with the reason recorded; on: fail instead; off: never")
     add_weights_arg(p)
     p.add_argument("--method-opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE", help="a method option (repeatable); unscoped options apply to every selected method")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE, which registers methods (repeatable)")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise TpmeError("--repeats must be at least 1")
     overrides = {
         "dataset": args.dataset, "backbone": args.backbone, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
-        "device": args.device, "precision": args.precision, "seed": args.seed, "compile": args.compile,
+        "device": args.device, "precision": args.precision, "seed": args.seed, "compile": args.compile, "cuda_graphs": args.cuda_graphs,
         "items_file": args.items, "users_file": args.users, "images": args.images, "missing_images": args.missing_images,
         "max_users": args.max_users, "early_stop": args.early_stop, "eval": args.eval, "steps": args.steps, "epochs": args.epochs,
     }
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     BackboneSpec.parse(cfg.backbone)
     from tpme.bench.device import resolve_device
 
-    resolve_device(cfg.train.device)
+    if resolve_device(cfg.train.device).type != "cuda" and cfg.train.cuda_graphs == "on":
+        raise TpmeError("--cuda-graphs on needs a CUDA device, and this run is on the CPU", "drop --cuda-graphs (auto captures where it can) or run with --device cuda")
     load_plugins(args.plugin)
     names = resolve_method_names(args.methods)
     options = parse_method_opts(args.method_opt, names)

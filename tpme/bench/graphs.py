@@ -1,0 +1,112 @@
+"""CUDA graphs for the training step of methods whose step allows it (cached IISAN).
+
+A cached-IISAN step does little arithmetic in about a thousand small kernels, so run
+eagerly it is bound by kernel launches, not by the GPU. Capturing the loss's forward
+and backward as CUDA graphs (`torch.cuda.make_graphed_callables`) replays all of them
+with two launches. The optimizer step stays eager (fused Adam: a few kernels) so the
+gradient scaler keeps its usual checks. Capture needs static shapes (the loader then
+pads every batch to B users and B*(L+1) item slots), no host reads of device values
+(the loss is a masked mean), and autocast without its cast cache.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from tpme.bench.device import autocast, synchronize
+from tpme.datasets.batching import ItemBatch, TrainBatch
+from tpme.errors import TpmeError
+from tpme.methods.registry import Method
+from tpme.models.item_tower import ItemTower
+
+_ITEM_FIELDS = ("item_ids", "input_ids", "attention_mask", "pixels")
+_BATCH_FIELDS = ("seq_index", "own", "log_pop", "real")
+
+
+@dataclass
+class GraphDecision:
+    mode: str  # auto|on|off, as configured
+    used: bool
+    reason: str  # why not, or "captured"
+    capture_s: float | None = None  # one-off, outside epoch time
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide(mode: str, method: Method, tower: ItemTower, device: torch.device, compiled: bool) -> GraphDecision:
+    """Whether to capture this cell's step; `on` turns every obstacle into an error."""
+    if mode == "off":
+        return GraphDecision(mode, False, "off")
+    if device.type != "cuda":
+        reason: str | None = f"CUDA graphs need a CUDA device; this cell runs on {device.type}"
+    elif compiled:
+        reason = "--compile is on; the step is compiled instead"
+    else:
+        reason = method.cuda_graph_blocker(tower)
+    if reason is not None and mode == "on":
+        raise TpmeError(f"--cuda-graphs on, but {method.name}'s step cannot be captured: {reason}", "use --cuda-graphs auto (captures where possible) or off")
+    return GraphDecision(mode, reason is None, reason or "captured")
+
+
+class _FlatLoss(nn.Module):
+    """The recommender's loss over a flat tuple of tensors: the only input a graph takes."""
+
+    def __init__(self, model: nn.Module, item_fields: tuple[str, ...], batch_fields: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self.item_fields, self.batch_fields = item_fields, batch_fields
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        n = len(self.item_fields)
+        items = ItemBatch(**dict(zip(self.item_fields, tensors[:n])))
+        return self.model(TrainBatch(items=items, **dict(zip(self.batch_fields, tensors[n:]))))
+
+
+def _present(obj: object, fields: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f for f in fields if getattr(obj, f) is not None)
+
+
+def capture_loss(model: nn.Module, sample: TrainBatch, device: torch.device, precision: str) -> Callable[[TrainBatch], torch.Tensor]:
+    """Capture the loss's forward and backward on `sample`'s shapes; returns batch -> loss.
+
+    Later batches must have the same shapes and fields (the static loader guarantees it);
+    their tensors are copied into the graph's input buffers on every call.
+    """
+    item_fields, batch_fields = _present(sample.items, _ITEM_FIELDS), _present(sample, _BATCH_FIELDS)
+    flat = _FlatLoss(model, item_fields, batch_fields)
+
+    def tensors(batch: TrainBatch) -> tuple[torch.Tensor, ...]:
+        if _present(batch.items, _ITEM_FIELDS) != item_fields or _present(batch, _BATCH_FIELDS) != batch_fields:
+            raise TpmeError("a batch does not have the fields of the batch the CUDA graph was captured on", "use the static loader (TrainLoader(static=True)) with CUDA graphs")
+        return tuple(getattr(batch.items, f) for f in item_fields) + tuple(getattr(batch, f) for f in batch_fields)
+
+    with autocast(device, precision, cache_enabled=False):
+        graphed = torch.cuda.make_graphed_callables(flat, tensors(sample))
+
+    def loss(batch: TrainBatch) -> torch.Tensor:
+        return graphed(*tensors(batch))
+
+    return loss
+
+
+def prepare_graphs(decision: GraphDecision, model: nn.Module, sample: TrainBatch, device: torch.device, precision: str) -> Callable[[TrainBatch], torch.Tensor] | None:
+    """Capture when decided; in `auto` a failed capture is recorded and the step stays eager."""
+    if not decision.used:
+        return None
+    t0 = time.perf_counter()
+    try:
+        loss = capture_loss(model, sample.to(device), device, precision)
+    except (RuntimeError, AssertionError) as e:
+        if decision.mode == "on":
+            raise TpmeError(f"CUDA graph capture failed: {type(e).__name__}: {e}", "run with --cuda-graphs off (or auto, which falls back to eager and records why)") from e
+        synchronize(device)
+        decision.used, decision.reason = False, f"capture failed, ran eagerly: {type(e).__name__}: {e}"
+        return None
+    synchronize(device)
+    decision.capture_s = time.perf_counter() - t0
+    return loss
