@@ -154,7 +154,7 @@ def test_iisan_layer_schedule_and_sizes(bundle, tmp_path):
     assert layer_schedule(6, 12, IisanOptions()) == ([0, 1, 2, 3, 4, 5, 6], [0, 2, 4, 6, 8, 10, 12])
     assert layer_schedule(4, 4, IisanOptions(layers=(1, 4))) == ([1, 4], [1, 4])
     _, _, tower, *_ = build("iisan", {"bottleneck": "8"}, bundle, tmp_path)
-    assert tower.side.steps == 2 and tower.side.text_san[0].down.out_features == 8
+    assert tower.side.steps == 2 and tower.side.sans[0].down_weight.shape == (2, 3, 64, 8)  # steps, networks, d, bottleneck
     assert torch.allclose(torch.sigmoid(tower.side.gate_theta / 0.1), torch.full((3, 2), 0.5))
     tower.train()
     assert not tower.text.training and not tower.image.training and tower.side.training
@@ -227,7 +227,8 @@ def test_iisan_with_different_text_and_image_backbones():
     backbones = Backbones.build(BackboneSpec.parse("tiny,small"))
     tower = get_method("iisan").build_tower(backbones, EMBED)
     assert (tower.text_layers, tower.image_layers) == ([0, 1, 2], [0, 2, 4])
-    assert isinstance(tower.side.text_to_inter, torch.nn.Linear) and tower.side.inter_san[0].down.in_features == 256
+    assert isinstance(tower.side.text_to_inter, torch.nn.Linear)
+    assert [san.down_weight.shape[1:3] for san in tower.side.sans] == [(1, 64), (2, 256)]  # text alone; image + inter at 256
     items = ItemBatch(torch.arange(1, 4), torch.randint(5, 100, (3, 8)), torch.ones(3, 8, dtype=torch.long), torch.randn(3, 3, 64, 64))
     assert tower(items).shape == (3, EMBED)
     assert isinstance(get_method("iisan").build_tower(Backbones.build(BackboneSpec.parse("tiny")), EMBED).side.text_to_inter, torch.nn.Identity)
@@ -251,3 +252,44 @@ def test_iisan_cls_states_equal_the_models_hidden_states():
         got = cls_states(model, [0, 1, 2], **inputs)
         for k, l in enumerate([0, 1, 2]):
             assert torch.equal(got[:, k], hidden[l][:, 0])
+
+
+def _reference_side(side, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """DESIGN section 3 written out network by network, block by block, on side's weights."""
+    groups = [(0, 0), (0, 1), (0, 2)] if side.shared else [(0, 0), (1, 0), (1, 1)]  # (stack, row) of t, v, m
+    gates = torch.sigmoid(side.gate_theta / 0.1)
+    n = text.shape[0]
+    s = [torch.zeros(n, side.sans[g].down_weight.shape[2]) for g, _ in groups]
+
+    def san(net: int, k: int, x: torch.Tensor) -> torch.Tensor:
+        g, r = groups[net]
+        p = side.sans[g]
+        return x + (torch.relu(x @ p.down_weight[k, r] + p.down_bias[k, r, 0]) @ p.up_weight[k, r] + p.up_bias[k, r, 0])
+
+    for k in range(side.steps):
+        h_t, h_v = text[:, k], image[:, k]
+        g_t, g_v, g_m = gates[:, k]
+        s[0] = san(0, k, g_t * h_t + (1 - g_t) * s[0])
+        s[1] = san(1, k, g_v * h_v + (1 - g_v) * s[1])
+        s[2] = san(2, k, s[2] + g_m * h_v + (1 - g_m) * side.text_to_inter(h_t))
+    outs = []
+    for net in range(3):
+        g, r = groups[net]
+        head = side.heads[g]
+        outs.append((s[net] @ head.hidden_weight[r] + head.hidden_bias[r, 0]) @ head.out_weight[r] + head.out_bias[r, 0])
+    return side.fuse(torch.cat(outs, dim=-1))
+
+
+@pytest.mark.parametrize("text_dim,image_dim", [(32, 32), (24, 32)])
+def test_stacked_side_networks_compute_the_design_formulas(text_dim, image_dim):
+    from tpme.methods.iisan import SideNetworks
+
+    torch.manual_seed(0)
+    side = SideNetworks(text_dim, image_dim, steps=3, bottleneck=8, embed_dim=16)
+    with torch.no_grad():
+        side.gate_theta.normal_(0, 0.2)  # gates away from 0.5, so swapped gate rows would show
+    text, image = torch.randn(5, 3, text_dim), torch.randn(5, 3, image_dim)
+    torch.testing.assert_close(side(text, image), _reference_side(side, text, image), rtol=1e-5, atol=1e-5)
+    per_block = 2 * 8 * image_dim + 8 + image_dim  # d -> b -> d with biases
+    design = 3 * 3 * per_block if text_dim == image_dim else 3 * (2 * 8 * text_dim + 8 + text_dim) + 2 * 3 * per_block
+    assert sum(p.numel() for san in side.sans for p in san.parameters()) == design

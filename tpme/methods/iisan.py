@@ -13,6 +13,7 @@ mapped proportionally onto the other, so both give the same number of steps.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,50 +28,113 @@ from tpme.models.item_tower import ItemTower
 GATE_TEMPERATURE = 0.1
 
 
-class SAN(nn.Module):
-    """Side adapter block: x + Linear(b -> d)(ReLU(Linear(d -> b)(x)))."""
+class StackedSAN(nn.Module):
+    """`networks` parallel chains of `steps` SAN blocks of one width, stored stacked.
 
-    def __init__(self, dim: int, bottleneck: int):
+    A SAN block is x + Linear(b -> d)(ReLU(Linear(d -> b)(x))). Stacking the networks
+    that share a width turns each step's three small matmul pairs into one batched pair,
+    and the weights are cast to the autocast dtype once per forward, not once per block:
+    the cached step is bound by kernel launches, so fewer, larger kernels are what count.
+    Initialised as nn.Linear is (uniform in +-1/sqrt(fan_in)).
+    """
+
+    def __init__(self, networks: int, steps: int, dim: int, bottleneck: int):
         super().__init__()
-        self.down = nn.Linear(dim, bottleneck)
-        self.up = nn.Linear(bottleneck, dim)
+        self.networks = networks
+        self.down_weight = nn.Parameter(_linear_init((steps, networks, dim, bottleneck), dim))
+        self.down_bias = nn.Parameter(_linear_init((steps, networks, 1, bottleneck), dim))
+        self.up_weight = nn.Parameter(_linear_init((steps, networks, bottleneck, dim), bottleneck))
+        self.up_bias = nn.Parameter(_linear_init((steps, networks, 1, dim), bottleneck))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.up(torch.relu(self.down(x)))
+    def blocks(self, dtype: torch.dtype) -> list[tuple[torch.Tensor, ...]]:
+        """Per step (down_w, down_b, up_w, up_b), each [networks, ...], in the compute dtype."""
+        parts = [p.to(dtype).unbind(0) for p in (self.down_weight, self.down_bias, self.up_weight, self.up_bias)]
+        return list(zip(*parts))
+
+    @staticmethod
+    def apply(block: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
+        """x [networks, N, d] -> the SAN blocks' outputs, one per network."""
+        down_w, down_b, up_w, up_b = block
+        return x + torch.baddbmm(up_b, torch.relu(torch.baddbmm(down_b, x.to(down_w.dtype), down_w)), up_w)
+
+
+class StackedHeads(nn.Module):
+    """Per network Linear(d -> d) then Linear(d -> e), stacked like StackedSAN."""
+
+    def __init__(self, networks: int, dim: int, embed_dim: int):
+        super().__init__()
+        self.hidden_weight = nn.Parameter(_linear_init((networks, dim, dim), dim))
+        self.hidden_bias = nn.Parameter(_linear_init((networks, 1, dim), dim))
+        self.out_weight = nn.Parameter(_linear_init((networks, dim, embed_dim), dim))
+        self.out_bias = nn.Parameter(_linear_init((networks, 1, embed_dim), dim))
+
+    def forward(self, states: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """states [networks, N, d] -> [networks, N, e]."""
+        w1, b1, w2, b2 = (p.to(dtype) for p in (self.hidden_weight, self.hidden_bias, self.out_weight, self.out_bias))
+        return torch.baddbmm(b2, torch.baddbmm(b1, states.to(dtype), w1), w2)
+
+
+def _linear_init(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:
+    bound = 1.0 / math.sqrt(fan_in)
+    return torch.empty(shape).uniform_(-bound, bound)
+
+
+def compute_dtype(x: torch.Tensor, param_dtype: torch.dtype) -> torch.dtype:
+    """What autocast would compute a matmul on x in, or the parameters' dtype without it."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else param_dtype
 
 
 class SideNetworks(nn.Module):
-    """Text-intra, image-intra and inter networks over per-step [CLS] states, heads and fusion."""
+    """Text-intra, image-intra and inter networks over per-step [CLS] states, heads and fusion.
+
+    Networks of one width share a stack: all three when the backbones' widths match
+    (rows text, image, inter), else text alone and image + inter. Per step k, with
+    gates g = sigmoid(theta / 0.1) and h the step's [CLS] states:
+      text  s_t = SAN(lerp(s_t, h_t, g_t))          (= g·h_t + (1 - g)·s_t)
+      image s_v = SAN(lerp(s_v, h_v, g_v))
+      inter s_m = SAN(s_m + lerp(P(h_t), h_v, g_m))  (P maps text to the image width)
+    """
 
     def __init__(self, text_dim: int, image_dim: int, steps: int, bottleneck: int, embed_dim: int):
         super().__init__()
         self.steps = steps
-        self.text_san = nn.ModuleList(SAN(text_dim, bottleneck) for _ in range(steps))
-        self.image_san = nn.ModuleList(SAN(image_dim, bottleneck) for _ in range(steps))
-        self.inter_san = nn.ModuleList(SAN(image_dim, bottleneck) for _ in range(steps))
-        self.text_to_inter = nn.Linear(text_dim, image_dim) if text_dim != image_dim else nn.Identity()
+        self.shared = text_dim == image_dim
+        widths = [image_dim] if self.shared else [text_dim, image_dim]
+        rows = [3] if self.shared else [1, 2]
+        self.sans = nn.ModuleList(StackedSAN(n, steps, d, bottleneck) for n, d in zip(rows, widths))
+        self.heads = nn.ModuleList(StackedHeads(n, d, embed_dim) for n, d in zip(rows, widths))
+        self.text_to_inter = nn.Identity() if self.shared else nn.Linear(text_dim, image_dim)
         self.gate_theta = nn.Parameter(torch.zeros(3, steps))  # rows: text-intra, image-intra, inter
-        self.text_head = nn.Sequential(nn.Linear(text_dim, text_dim), nn.Linear(text_dim, embed_dim))
-        self.image_head = nn.Sequential(nn.Linear(image_dim, image_dim), nn.Linear(image_dim, embed_dim))
-        self.inter_head = nn.Sequential(nn.Linear(image_dim, image_dim), nn.Linear(image_dim, embed_dim))
         self.fuse = nn.Linear(3 * embed_dim, embed_dim)
 
     def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """text [N, steps, d_t], image [N, steps, d_v] -> item embeddings [N, e]."""
-        gates = torch.sigmoid(self.gate_theta / GATE_TEMPERATURE)
-        s_t = text.new_zeros(text.shape[0], text.shape[2])
-        s_v = image.new_zeros(image.shape[0], image.shape[2])
-        s_m = image.new_zeros(image.shape[0], image.shape[2])
-        # g·h + (1 - g)·s as one lerp(s, h, g): the same value in a third of the kernels,
-        # which matters because the cached step is bound by kernel launches, not arithmetic
+        dtype = compute_dtype(text, self.fuse.weight.dtype)
+        state_dtype = torch.promote_types(text.dtype, image.dtype)
+        h_t, h_v = text.transpose(0, 1).to(state_dtype), image.transpose(0, 1).to(state_dtype)  # [steps, N, d]
+        h_m = self.text_to_inter(h_t).to(h_v.dtype)
+        gates = torch.sigmoid(self.gate_theta / GATE_TEMPERATURE).T[..., None, None].unbind(0)  # per step [3, 1, 1]
+        # per group: the states lerp moves towards (targets) and the inter network's other end
+        if self.shared:
+            targets = [torch.stack([h_t, h_v, h_v], dim=1).unbind(0)]
+        else:
+            targets = [h_t[:, None].unbind(0), torch.stack([h_v, h_v], dim=1).unbind(0)]
+        states = [h_v.new_zeros(san.networks, text.shape[0], san.down_weight.shape[2]) for san in self.sans]
+        blocks = [san.blocks(dtype) for san in self.sans]
         for k in range(self.steps):
-            h_t, h_v = text[:, k], image[:, k]
-            g_t, g_v, g_m = gates[:, k].unbind()
-            s_t = self.text_san[k](torch.lerp(s_t, h_t.to(s_t.dtype), g_t))
-            s_v = self.image_san[k](torch.lerp(s_v, h_v.to(s_v.dtype), g_v))
-            h_tm = self.text_to_inter(h_t)
-            s_m = self.inter_san[k](s_m + torch.lerp(h_tm, h_v.to(h_tm.dtype), g_m))
-        return self.fuse(torch.cat([self.text_head(s_t), self.image_head(s_v), self.inter_head(s_m)], dim=-1))
+            g = gates[k]
+            for i, san in enumerate(self.sans):
+                s = states[i]
+                inter = i == len(self.sans) - 1  # the inter network is the last row of the last group
+                g_i = g if self.shared else (g[:1] if i == 0 else g[1:])
+                start = torch.cat([s[:-1], h_m[k][None]]) if inter else s
+                x = torch.lerp(start, targets[i][k], g_i)
+                if inter:
+                    x[-1] += s[-1]
+                states[i] = san.apply(blocks[i][k], x)
+        outs = torch.cat([head(s, dtype) for head, s in zip(self.heads, states)])  # [3, N, e]
+        return self.fuse(outs.transpose(0, 1).reshape(text.shape[0], -1))
 
 
 @dataclass(frozen=True)
