@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tpme.bench.estimate.cost import KERNEL_FREE_OPS
+from tpme.bench.estimate.cost import runs_kernel
 
 aten = torch.ops.aten
 # ops whose result the host must wait for: a value read back, or an output sized by data
@@ -43,7 +43,7 @@ class StepAudit(TorchDispatchMode):
         packet = func._overloadpacket
         if packet in SYNC_OPS or (packet is aten.index and _has_bool_index(args)):
             self.report.syncs[str(func)] += 1
-        if not (func.is_view or func in KERNEL_FREE_OPS):
+        if runs_kernel(func):
             self.report.kernels += 1
         return func(*args, **kwargs)
 

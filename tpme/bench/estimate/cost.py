@@ -4,7 +4,8 @@ FLOPs come from torch.utils.flop_counter's formula registry (matmuls, convolutio
 attention); the CPU attention kernel `_scaled_dot_product_flash_attention_for_cpu` and
 its backward have no formula in torch 2.13, so the standard SDPA formulas are registered
 for them. Bytes moved are the sizes of each op's tensor inputs and outputs (no fusion,
-no cache reuse: an upper bound on traffic). View ops move nothing and launch nothing.
+no cache reuse: an upper bound on traffic), except that a gather reads only the rows it
+gathers. View ops and metadata queries move nothing and launch nothing.
 """
 from __future__ import annotations
 
@@ -17,9 +18,16 @@ from torch.utils._pytree import tree_flatten
 
 aten = torch.ops.aten
 PHASES = ("forward", "backward", "optimizer")
-# ops that allocate or relabel without running a kernel
+# aten ops that allocate or relabel without running a kernel; ops outside aten (a fake
+# tensor's `prim.device` query, profiler markers) run none either
 KERNEL_FREE_OPS = {aten.empty.memory_format, aten.empty_like.default, aten.empty_strided.default, aten.detach.default, aten.lift_fresh.default, aten._local_scalar_dense.default}
+_GATHER_OPS = {aten.index, aten.index_select, aten.embedding}
 _CONV_OPS = {aten.convolution, aten._convolution, aten.convolution_backward, aten._slow_conv2d_forward}
+
+
+def runs_kernel(func: torch._ops.OpOverload) -> bool:
+    """Whether a dispatched op launches a kernel on a GPU (views and metadata queries do not)."""
+    return func.namespace == "aten" and not func.is_view and func not in KERNEL_FREE_OPS
 
 
 def register_cpu_attention_flops() -> None:
@@ -82,13 +90,17 @@ class CostCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if func.is_view or func in KERNEL_FREE_OPS:
+        if not runs_kernel(func):
             return out
         packet = func._overloadpacket
         formula = flop_counter.flop_registry.get(packet)
         flops = int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        moved = sum(_nbytes(t) for t in inputs) + sum(_nbytes(t) for t in outputs)
+        if packet in _GATHER_OPS:  # reads only the gathered rows of its source, not all of it
+            inputs = inputs[1:]
+            moved = 2 * sum(_nbytes(t) for t in outputs) + sum(_nbytes(t) for t in inputs)
+        else:
+            moved = sum(_nbytes(t) for t in inputs) + sum(_nbytes(t) for t in outputs)
         self.cost.ops.append(OpCost(self.phase, flops, moved, _compute_dtype(packet, outputs)))
         return out
