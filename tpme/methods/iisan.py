@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tpme.datasets.batching import IMAGE, TEXT, ItemBatch
@@ -130,8 +131,8 @@ class SideNetworks(nn.Module):
                 g_i = g if self.shared else (g[:1] if i == 0 else g[1:])
                 start = torch.cat([s[:-1], h_m[k][None]]) if inter else s
                 x = torch.lerp(start, targets[i][k], g_i)
-                if inter:
-                    x[-1] += s[-1]
+                if inter:  # + s_m on the last row; padding instead of an in-place add keeps the backward copy-free
+                    x = x + F.pad(s[-1:], (0, 0, 0, 0, len(s) - 1, 0))
                 states[i] = san.apply(blocks[i][k], x)
         outs = torch.cat([head(s, dtype) for head, s in zip(self.heads, states)])  # [3, N, e]
         return self.fuse(outs.transpose(0, 1).reshape(text.shape[0], -1))
