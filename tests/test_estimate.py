@@ -138,6 +138,25 @@ def test_step_time_is_a_per_op_roofline():
     assert steps_per_epoch(12076, 32) == 378
 
 
+def test_graphed_step_pays_graph_gaps_and_its_eager_kernels():
+    gpu = _gpu(kernel_overhead_s=5e-6, graph_kernel_overhead_s=1e-6)
+    cost = StepCost([OpCost("forward", 0, 0, "fp32")] * 6 + [OpCost("backward", 0, 0, "fp32")] * 3 + [OpCost("optimizer", 0, 0, "fp32")])
+    assert step_time_s(cost, gpu) == pytest.approx(10 * 5e-6)
+    assert step_time_s(cost, gpu, graph_eager_kernels=4) == pytest.approx(9 * 1e-6 + (1 + 4) * 5e-6)
+
+
+def test_estimate_times_cached_iisan_as_graphed_and_says_so(capsys):
+    from tpme.cli import main
+
+    assert main(["estimate", "--preset", "ci", "--methods", "fft,iisan-cached", "--gpu", "h200", "--json"]) == 0
+    rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["iisan-cached"]["cuda_graphs"] and not rows["fft"]["cuda_graphs"]
+    assert main(["estimate", "--preset", "ci", "--methods", "iisan-cached", "--gpu", "h200", "--cuda-graphs", "off", "--json"]) == 0
+    eager = json.loads(capsys.readouterr().out)[0]
+    assert not eager["cuda_graphs"] and eager["kernels_per_step"] == rows["iisan-cached"]["kernels_per_step"]
+    assert eager["predicted_step_time_s"] > rows["iisan-cached"]["predicted_step_time_s"]
+
+
 def test_fit_counts_the_runtime_overhead():
     gpu = _gpu(cuda_context_bytes=GIB, cublas_workspace_bytes=0, fragmentation=0.1)
     assert runtime_overhead(8 * GIB, gpu).total == GIB + int(0.8 * GIB)

@@ -44,6 +44,7 @@ def step_record(est: StepEstimate) -> dict[str, Any]:
         "flops": {p: c.flops(p) for p in ("forward", "backward", "optimizer")},
         "bytes_moved_per_step": c.bytes(),
         "kernels_per_step": c.kernels,
+        "cuda_graphs": est.graphed,
         "trainable_params": est.trainable_params,
         "total_params": est.total_params,
         "batch": {"users": est.batch_users, "items": est.batch_items},
@@ -55,7 +56,7 @@ def step_record(est: StepEstimate) -> dict[str, Any]:
 def gpu_record(est: StepEstimate, gpu: Gpu, n_users: int, batch_size: int) -> dict[str, Any]:
     """The part that depends on the GPU: overhead, fit and predicted times."""
     overhead = runtime_overhead(est.memory.peak_bytes, gpu)
-    step = step_time_s(est.cost, gpu)
+    step = step_time_s(est.cost, gpu, est.graph_eager_kernels if est.graphed else None)
     steps = steps_per_epoch(n_users, batch_size)
     return {
         "gpu": gpu.key,

@@ -36,6 +36,8 @@ class StepEstimate:
     batch_users: int
     batch_items: int  # unique items embedded per step (C)
     wall_s: float  # how long the estimate itself took
+    graphed: bool  # the harness would replay forward and backward from CUDA graphs (target cuda)
+    graph_eager_kernels: int  # kernels a graphed step still launches eagerly besides the optimizer's
 
 
 def prime_optimizer(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> None:
@@ -86,4 +88,6 @@ def estimate_step(cfg: RunConfig, method: Method, data: DataShape, batch: TrainB
         batch_users=int(fb.seq_index.shape[0]),
         batch_items=int(fb.log_pop.shape[0]),
         wall_s=time.perf_counter() - t0,
+        graphed=target == "cuda" and cfg.train.cuda_graphs != "off" and not cfg.train.compile and method.cuda_graph_blocker(model.tower) is None,
+        graph_eager_kernels=len(trainable) + len(batch_tensors),  # AccumulateGrad copies each graph-owned gradient; inputs are copied in
     )

@@ -43,6 +43,7 @@ class Calibration:
     compute_efficiency: float = 0.6  # fraction of peak FLOP/s a matmul-bound op reaches
     memory_efficiency: float = 0.8  # fraction of peak bandwidth an elementwise op reaches
     kernel_overhead_s: float = 6e-6  # launch + eager dispatch per kernel, added per op
+    graph_kernel_overhead_s: float = 2e-6  # per kernel replayed from a CUDA graph: no host dispatch, the GPU's own gap
     cuda_context_bytes: int = 512 * MIB  # CUDA context and loaded kernels (nvidia-smi shows it, the allocator does not)
     cublas_workspace_bytes: int = 32 * MIB  # cuBLAS/cuBLASLt workspaces
     fragmentation: float = 0.10  # caching-allocator reserved-but-unused, as a fraction of the tensor peak

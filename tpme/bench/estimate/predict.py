@@ -3,6 +3,9 @@
 Time: a roofline per op, summed over the step's ops,
     t_op = max(flops / (peak_flops[dtype] * compute_efficiency), bytes / (bandwidth * memory_efficiency)),
     step = sum(t_op) + kernels * kernel_overhead_s,
+    or, when the forward and backward are replayed from CUDA graphs,
+    step = sum(t_op) + graphed * graph_kernel_overhead_s + eager * kernel_overhead_s,
+    eager = the optimizer's kernels + one gradient copy per trainable tensor + the input copies,
     epoch = step * ceil(users / batch_size).
 `dtype` is the precision the op computes in: fp16/bf16 ops at the tensor-core rate,
 fp32 matmuls at the fp32 rate (PyTorch leaves TF32 off for matmuls), fp32 convolutions
@@ -39,14 +42,20 @@ def fits(peak_bytes: int, gpu: Gpu) -> bool:
     return peak_bytes + runtime_overhead(peak_bytes, gpu).total <= gpu.memory_bytes
 
 
-def step_time_s(cost: StepCost, gpu: Gpu) -> float:
+def step_time_s(cost: StepCost, gpu: Gpu, graph_eager_kernels: int | None = None) -> float:
+    """`graph_eager_kernels`: None for an eager step; for a graphed one, the kernels that
+    still launch eagerly besides the optimizer's (gradient copies, input copies)."""
     c = gpu.calibration
     bandwidth = gpu.bandwidth_bytes_s * c.memory_efficiency
     total = 0.0
     for op in cost.ops:
         compute = op.flops / (gpu.peak_flops[op.compute_dtype] * c.compute_efficiency) if op.flops else 0.0
         total += max(compute, op.bytes / bandwidth)
-    return total + cost.kernels * c.kernel_overhead_s
+    if graph_eager_kernels is None:
+        return total + cost.kernels * c.kernel_overhead_s
+    optimizer = sum(1 for op in cost.ops if op.phase == "optimizer")
+    graphed = cost.kernels - optimizer
+    return total + graphed * c.graph_kernel_overhead_s + (optimizer + graph_eager_kernels) * c.kernel_overhead_s
 
 
 def steps_per_epoch(n_users: int, batch_size: int) -> int:

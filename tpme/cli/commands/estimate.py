@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", help="tiny|small|base or TEXT_DIR,IMAGE_DIR (only config.json is read)")
     p.add_argument("--batch-size", type=int, help="users per batch")
     p.add_argument("--precision", help="fp32, fp16, bf16 or a comma list of them (default: the preset's)")
+    p.add_argument("--cuda-graphs", choices=["auto", "off"], help="auto (default): predict the time of methods the harness captures as CUDA graphs (iisan-cached) with graph replay; off: every method eager")
     p.add_argument("--gpu", help="GPU key, a comma list or `all` (default h100; with --list-gpus, all); see --list-gpus")
     p.add_argument("--gpu-file", metavar="FILE", help="JSON or TOML file adding GPUs or overriding built-in figures and calibration")
     p.add_argument("--list-gpus", action="store_true", help="print the GPU table (with --gpu-file entries) and exit")
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_gpus:
         return _list_gpus(resolve_gpus(args.gpu or "all", args.gpu_file), args.json)
     gpus = resolve_gpus(args.gpu or "h100", args.gpu_file)
-    cfg = preset(args.preset).override(dataset=args.dataset, backbone=args.backbone, batch_size=args.batch_size)
+    cfg = preset(args.preset).override(dataset=args.dataset, backbone=args.backbone, batch_size=args.batch_size, cuda_graphs=args.cuda_graphs)
     precisions = [p.strip() for p in (args.precision or cfg.train.precision).split(",") if p.strip()]
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
@@ -100,6 +101,9 @@ def render(rows: list[dict], n_users: int) -> str:
         steps = ok[0]["steps_per_epoch"]
         lines.append(f"\nEstimates, not measurements. needs = tensor peak + overhead; memory columns: live at the peak (params include buffers); "
                      f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation. Epoch = {steps} steps ({n_users} users / batch {ok[0]['batch_size']}), data loading excluded.")
+        graphed = sorted({r["method"] for r in ok if r["cuda_graphs"]})
+        if graphed:
+            lines.append(f"Timed as replayed from CUDA graphs (as `tpme run` captures them; --cuda-graphs off for eager): {', '.join(graphed)}.")
     return "\n".join(lines)
 
 
