@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test venv clean
+.PHONY: run test venv clean gpu-wheels
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# wheels the GPU machine's image lacks, carried by benchmarks/gpu_session.sh (see its header)
+gpu-wheels: $(STAMP)
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: -d .whl loralib==0.1.2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -11,8 +11,10 @@ same machine, interleaved where they share a process, so machine noise mostly ca
   minimal hand-written PyTorch loop over pre-collated batches, same model;
 - probe overhead: the timed loop with the memory probes running against without;
 - cache build speed: iisan-cached's one-off cache build against plain batched inference
-  of both backbones (no grad, eval, autocast), in items per second.
+  of both backbones (no grad, eval, autocast), in items per second;
+- on a GPU, when iisan-cached was captured as CUDA graphs: the same cell run eagerly.
 GPU goals (paper preset) are marked n/a on a CPU; CPU results are reported for reference.
+Last, the GPU-free estimate of the GPU ratios (`tpme estimate`), labelled as such.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from pathlib import Path
 import torch
 
 from tpme.bench.device import autocast, resolve_device, synchronize
+from tpme.bench.estimate.api import data_shape, estimate_records
+from tpme.bench.estimate.gpus import resolve_gpus
 from tpme.bench.probes import memory_probes
 from tpme.bench.runner import RunPlan, prepare_data, run_benchmark
 from tpme.bench.setup import build_training
@@ -53,12 +57,15 @@ class Ratio:
 def _goal(value: float | None, op: str, bound: float, applies: bool) -> bool | None:
     if value is None or not applies:
         return None
-    return value >= bound if op == ">=" else value <= bound
+    return {">=": value >= bound, ">": value > bound, "<=": value <= bound}[op]
 
 
-def method_ratios(cfg: RunConfig, out_dir: Path, on_gpu_paper: bool) -> tuple[list[Ratio], list[dict]]:
-    names = [m for m in ("fft", "iisan", "iisan-cached") if m in available_methods()]
-    plan = RunPlan(cfg, [(m, {}) for m in names], out_dir)
+CORE_METHODS = ("fft", "iisan", "iisan-cached")
+
+
+def method_ratios(cfg: RunConfig, out_dir: Path, on_gpu_paper: bool, all_methods: bool) -> tuple[list[Ratio], list[dict]]:
+    names = available_methods() if all_methods else [m for m in CORE_METHODS if m in available_methods()]
+    plan = RunPlan(cfg, [(m, {}) for m in names], out_dir, report=all_methods)
     records = {r["method"]: r for r in run_benchmark(plan, progress=True)}
     ok = {m: r for m, r in records.items() if r["status"] == "ok"}
 
@@ -77,11 +84,45 @@ def method_ratios(cfg: RunConfig, out_dir: Path, on_gpu_paper: bool) -> tuple[li
     if cached is not None:
         full = cached["epoch_time_s"]
         applies = on_gpu_paper and "H200" in str(cached["provenance"]["device"].get("name", ""))
-        out.append(Ratio(f"iisan-cached epoch time, seconds ({cfg.data.dataset})", full, "< 2 s (H200, paper)", _goal(full, "<=", 2.0, applies), "absolute; only meaningful on the GPU"))
+        graphs = cached["execution"]["cuda_graphs"]
+        how = "CUDA graphs" if graphs["used"] else f"eager: {graphs['reason']}"
+        out.append(Ratio(f"iisan-cached epoch time, seconds ({cfg.data.dataset})", full, "< 2 s (H200, paper)", _goal(full, "<=", 2.0, applies), f"absolute; only meaningful on the GPU; {how}"))
+        if graphs["used"]:
+            out.append(graph_speedup(cfg, out_dir, cached))
     for m, r in records.items():
         if r["status"] != "ok":
             out.append(Ratio(f"{m} cell", None, "ok", False, f"{r['status']}: {r['error']}"))
     return out, list(records.values())
+
+
+def graph_speedup(cfg: RunConfig, out_dir: Path, graphed: dict) -> Ratio:
+    """The same cached-IISAN cell run eagerly, in its own process: what the CUDA graphs bring."""
+    eager = run_benchmark(RunPlan(cfg.replace(cuda_graphs="off"), [("iisan-cached", {})], out_dir / "eager", report=False), progress=True)[0]
+    if eager["status"] != "ok":
+        return Ratio("iisan-cached step eager / with CUDA graphs", None, "> 1", False, f"eager cell {eager['status']}: {eager['error']}")
+    r = eager["step_time_s"] / graphed["step_time_s"]
+    return Ratio("iisan-cached step eager / with CUDA graphs", r, "> 1", _goal(r, ">", 1.0, True), f"eager {eager['step_time_s'] * 1e3:.2f} ms, graphed {graphed['step_time_s'] * 1e3:.2f} ms")
+
+
+def predicted_ratios(cfg: RunConfig, gpu_key: str) -> list[Ratio]:
+    """The GPU-free estimate of the GPU ratios at `cfg` (the paper preset: where the goals
+    are set): a reference beside a GPU measurement, whose gap calibrates the estimator,
+    and the only figure where there is no GPU."""
+    gpu = resolve_gpus(gpu_key)[0]
+    data = data_shape(cfg)
+    est = {m: estimate_records(cfg, m, {}, [gpu], data)[0] for m in CORE_METHODS if m in available_methods()}
+    note = f"tpme estimate on {gpu.name}, {cfg.preset} preset: a prediction, not a measurement"
+    t = est["fft"]["predicted_epoch_time_s"] / est["iisan-cached"]["predicted_epoch_time_s"]
+    m1 = est["fft"]["peak_memory_bytes"] / est["iisan"]["peak_memory_bytes"]
+    m2 = est["fft"]["peak_memory_bytes"] / est["iisan-cached"]["peak_memory_bytes"]
+    cached = est["iisan-cached"]
+    return [
+        Ratio("estimate: epoch time fft / iisan-cached", t, ">= 50 (GPU, paper)", None, note),
+        Ratio("estimate: peak memory fft / iisan", m1, ">= 10 (GPU, paper)", None, note),
+        Ratio("estimate: peak memory fft / iisan-cached", m2, ">= 30 (GPU, paper)", None, note),
+        Ratio("estimate: iisan-cached epoch time, seconds", cached["predicted_epoch_time_s"], "< 2 s (H200, paper)", None,
+              f"{note}; {cached['kernels_per_step']} kernels per step, {'CUDA graphs' if cached['cuda_graphs'] else 'eager'}"),
+    ]
 
 
 def _interleaved(a, b, rounds: int) -> tuple[float, float]:
@@ -107,8 +148,7 @@ def loop_overheads(cfg: RunConfig, bundle: DataBundle, method: str, steps: int, 
             for b in premade:
                 synchronize(device)
                 t0 = time.perf_counter()
-                with autocast(device, cfg.train.precision):
-                    loss = model(b)
+                loss = trainer.loss(b)  # the model under autocast (or its captured graph)
                 trainer.scaler.scale(loss).backward()
                 trainer.scaler.step(trainer.optimizer)
                 trainer.scaler.update()
@@ -172,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overhead-method", default="frozen", help="method for the overhead ratios (default frozen: the smallest step, so overhead shows most)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds for in-process ratios")
     ap.add_argument("--out", default=None, help="run directory for the method cells")
+    ap.add_argument("--all-methods", action="store_true", help="measure every registered method (results.jsonl and a report in --out), not only fft, iisan and iisan-cached")
+    ap.add_argument("--predict-gpu", default="h200", help="GPU of the estimate printed beside the measured ratios (tpme estimate --list-gpus)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -179,14 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(cfg.train.device)
     on_gpu_paper = device.type == "cuda" and cfg.preset == "paper"
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="tpme-ratios-"))
-    ratios, records = method_ratios(cfg, out_dir, on_gpu_paper)
+    ratios, records = method_ratios(cfg, out_dir, on_gpu_paper, args.all_methods)
     bundle = DataBundle.load(prepare_data(RunPlan(cfg, [], out_dir)))
     ratios += loop_overheads(cfg, bundle, args.overhead_method, cfg.train.steps or 8, args.rounds)
     ratios += cache_build_speed(cfg, bundle)
+    ratios += predicted_ratios(cfg if cfg.preset == "paper" else preset("paper").replace(device=args.device), args.predict_gpu)
 
     device_name = records[0]["provenance"]["device"].get("name") if records and records[0].get("provenance") else str(device)
     if args.json:
-        json.dump({"preset": cfg.preset, "device": device_name, "ratios": [asdict(r) for r in ratios]}, sys.stdout, indent=2)
+        json.dump({"preset": cfg.preset, "device": device_name, "out": str(out_dir), "ratios": [asdict(r) for r in ratios]}, sys.stdout, indent=2)
         print()
     else:
         print(f"preset {cfg.preset}, device {device_name}")
