@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tpme.bench.cell import CellSpec
-from tpme.bench.graphs import capture_loss, decide
+from tpme.bench.graphs import GraphDecision, capture_loss, decide, prepare_graphs
 from tpme.bench.launcher import InProcessLauncher
 from tpme.bench.setup import build_training
 from tpme.bench.step_audit import audit
@@ -108,6 +108,35 @@ def test_capture_decision_names_the_reason(ci_config, ci_bundle_path):
     assert "data-dependent" in decide("auto", get_method("fft"), fft.model.tower, torch.device("cuda"), compiled=False).reason
     with pytest.raises(TpmeError, match="cannot be captured"):
         decide("on", get_method("fft"), fft.model.tower, torch.device("cuda"), compiled=False)
+
+
+def test_graph_plumbing_rebuilds_the_batch_exactly(ci_config, ci_bundle_path, monkeypatch):
+    """capture_loss with the capture itself stubbed out (it needs CUDA): the flat tensors
+    it would feed the graph rebuild a batch whose loss is the model's own."""
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample_args: module)
+    setup = _setup(ci_config, ci_bundle_path, "iisan-cached")
+    model, loader = setup.model.eval(), setup.loader
+    loader.static = True
+    first, second = islice(loader.epoch(0), 2)
+    loss = capture_loss(model, first, setup.device, "fp32")
+    assert loss(second).item() == pytest.approx(model(second).item())
+    second.real = None
+    with pytest.raises(TpmeError, match="fields of the batch the CUDA graph was captured on"):
+        loss(second)
+
+
+def test_failed_capture_falls_back_in_auto_and_fails_in_on(ci_config, ci_bundle_path, monkeypatch):
+    def refuse(module, sample_args):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", refuse)
+    setup = _setup(ci_config, ci_bundle_path, "iisan-cached")
+    batch = next(setup.loader.epoch(0))
+    auto = GraphDecision("auto", True, "captured")
+    assert prepare_graphs(auto, setup.model, batch, setup.device, "fp32") is None
+    assert not auto.used and auto.reason.startswith("capture failed, ran eagerly: RuntimeError")
+    with pytest.raises(TpmeError, match="CUDA graph capture failed"):
+        prepare_graphs(GraphDecision("on", True, "captured"), setup.model, batch, setup.device, "fp32")
 
 
 def test_record_says_how_the_step_ran(ci_config, ci_bundle_path):
