@@ -96,3 +96,24 @@ def test_dataset_with_lmdb_found_and_counted(tmp_path):
     bundle = read_dataset_dir(tmp_path, DataConfig(missing_images="synthetic"), None, 256)
     assert bundle.stats()["images_found"] == 4 and bundle.stats()["images_missing"] == 2
     assert open_image_source(bundle.image_source).images(np.arange(1, 7), 8).shape == (6, 3, 8, 8)
+
+
+def test_decode_pool_gives_the_serial_pixels_in_batch_order(tmp_path, monkeypatch):
+    """Threads decode a batch's missing items; repeats, cache hits and order are kept."""
+    from tpme.datasets import image_stores
+
+    keys = [f"k{i}" for i in range(12)]
+    for i, k in enumerate(keys):
+        Image.fromarray(pixels(i, 20, 14)).save(tmp_path / f"{k}.png")
+    desc, _ = describe_images(tmp_path, keys, "error")
+    batch = np.array([3, 1, 3, 12, 7, 1, 2])
+    monkeypatch.setattr(image_stores, "DECODE_THREADS", 1)
+    serial = open_image_source(desc).images(batch, 10)
+    monkeypatch.setattr(image_stores, "DECODE_THREADS", 4)
+    source = open_image_source(desc)
+    pooled = source.images(batch, 10)
+    assert source._pool is not None  # the pool decoded them
+    assert np.array_equal(pooled, serial) and np.array_equal(pooled[0], pooled[2])
+    again = source.images(np.array([12, 5, 3]), 10)  # 12 and 3 from the cache, 5 decoded
+    assert np.array_equal(again[0], serial[3]) and np.array_equal(again[2], serial[0])
+    assert np.array_equal(again[1], np.asarray(Image.fromarray(pixels(4, 20, 14)).resize((10, 10), Image.Resampling.BILINEAR)).transpose(2, 0, 1))

@@ -12,6 +12,8 @@ import hashlib
 import io
 import os
 import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ MISSING_POLICIES = ("error", "blank", "synthetic")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BLANK_LEVEL = 128  # mid-grey: ~0 after the mean 0.5 / std 0.5 normalisation
 CACHE_BYTES = 512 * 2**20  # decoded images kept per process (all of Scientific at 64 px is 245 MiB)
+# Pillow releases the GIL while it decodes and resizes, so threads decode a batch in parallel
+DECODE_THREADS = min(8, os.cpu_count() or 1)
 MODULE = __name__
 
 
@@ -88,12 +92,18 @@ def synthetic_image(key: str, size: int) -> np.ndarray:
     return (np.clip(colour[None, None, :] * (0.65 + 0.35 * wave[..., None]), 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def resize(img: np.ndarray, size: int) -> np.ndarray:
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
+def resize(img: Any, size: int) -> np.ndarray:
+    """An RGB image (uint8 array, or a PIL image: no array round trip, which holds the GIL)
+    as a [size, size, 3] uint8 array, resized bilinearly."""
     from PIL import Image
 
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
+    if isinstance(img, np.ndarray):
+        if img.shape[0] == size and img.shape[1] == size:
+            return img
+        img = Image.fromarray(img)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img)
 
 
 class KeyedImages:
@@ -107,8 +117,11 @@ class KeyedImages:
         self.missing = missing
         self._cache: dict[tuple[int, int], np.ndarray] = {}
         self._cached_bytes = 0
+        self._pool: ThreadPoolExecutor | None = None  # made on first use: a source is opened in every cell's process
+        self._pool_threads = 0
 
-    def load(self, key: str) -> np.ndarray:  # pragma: no cover - interface
+    def load(self, key: str) -> Any:  # pragma: no cover - interface
+        """The RGB image of `key`: a uint8 [H, W, 3] array or a PIL image."""
         raise NotImplementedError
 
     def image(self, item: int, size: int) -> np.ndarray:
@@ -122,18 +135,27 @@ class KeyedImages:
         raise TpmeError(f"item {key!r} has no image", "use --missing-images blank|synthetic")
 
     def images(self, items: np.ndarray, size: int) -> np.ndarray:
-        """Decoded and resized once per item while the cache has room (decoding dominates otherwise)."""
+        """Decoded and resized once per item while the cache has room (decoding dominates
+        otherwise); the items a batch still needs are decoded by a pool of threads."""
+        todo = sorted({int(i) for i in items} - {i for i, s in self._cache if s == size})
+        decoded = dict(zip(todo, self._decode_all(todo, size)))
+        for item, img in decoded.items():
+            if self._cached_bytes + img.nbytes <= CACHE_BYTES:
+                self._cache[(item, size)] = img
+                self._cached_bytes += img.nbytes
         out = np.empty((len(items), 3, size, size), dtype=np.uint8)
         for row, item in enumerate(items):
-            key = (int(item), size)
-            img = self._cache.get(key)
-            if img is None:
-                img = self.image(int(item), size)
-                if self._cached_bytes + img.nbytes <= CACHE_BYTES:
-                    self._cache[key] = img
-                    self._cached_bytes += img.nbytes
-            out[row] = img.transpose(2, 0, 1)
+            img = decoded.get(int(item))
+            out[row] = (img if img is not None else self._cache[(int(item), size)]).transpose(2, 0, 1)
         return out
+
+    def _decode_all(self, items: list[int], size: int) -> list[np.ndarray]:
+        if DECODE_THREADS <= 1 or len(items) <= 1:
+            return [self.image(i, size) for i in items]
+        if self._pool is None or self._pool_threads != DECODE_THREADS:
+            self._pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="tpme-decode")
+            self._pool_threads = DECODE_THREADS
+        return list(self._pool.map(lambda i: self.image(i, size), items))
 
 
 @register_image_source("none")
@@ -154,13 +176,13 @@ class FolderImages(KeyedImages):
         self.files = [None, *files]
         self._index = {k: f for k, f in zip(self.item_keys, self.files) if f is not None}
 
-    def load(self, key: str) -> np.ndarray:
+    def load(self, key: str) -> Any:
         from PIL import Image
 
         file = self.path / self._index[key]
         try:
             with Image.open(file) as im:
-                return np.asarray(im.convert("RGB"))
+                return im.convert("RGB")
         except OSError as e:
             raise TpmeError(f"{file}: not a readable image ({e})", "replace or delete the file") from e
 
@@ -174,11 +196,13 @@ class LmdbImages(KeyedImages):
         self.path = path
         self._env = None
         self._pid = -1
+        self._open_lock = threading.Lock()
 
     def _txn(self):
-        if self._env is None or self._pid != os.getpid():  # an env must not cross a fork
-            self._env = open_lmdb(self.path)
-            self._pid = os.getpid()
+        with self._open_lock:  # decode threads share one env; LMDB refuses a second in a process
+            if self._env is None or self._pid != os.getpid():  # an env must not cross a fork
+                self._env = open_lmdb(self.path)
+                self._pid = os.getpid()
         return self._env.begin(buffers=False)
 
     def load(self, key: str) -> np.ndarray:
