@@ -1,7 +1,7 @@
 """CUDA graphs for the training step of methods whose step allows it (cached IISAN).
 
-A cached-IISAN step does little arithmetic in about a thousand small kernels, so run
-eagerly it is bound by kernel launches, not by the GPU. Capturing the loss's forward
+A cached-IISAN step does little arithmetic (8.7 GFLOP at the paper preset) in several
+hundred small kernels (426), so run eagerly it is bound by kernel launches, not by the GPU. Capturing the loss's forward
 and backward as CUDA graphs (`torch.cuda.make_graphed_callables`) replays all of them
 with two launches. The optimizer step stays eager (fused Adam: a few kernels) so the
 gradient scaler keeps its usual checks. Capture needs static shapes (the loader then
@@ -95,9 +95,7 @@ def capture_loss(model: nn.Module, sample: TrainBatch, device: torch.device, pre
 
 
 def prepare_graphs(decision: GraphDecision, model: nn.Module, sample: TrainBatch, device: torch.device, precision: str) -> Callable[[TrainBatch], torch.Tensor] | None:
-    """Capture when decided; in `auto` a failed capture is recorded and the step stays eager."""
-    if not decision.used:
-        return None
+    """Capture (the decision says to); in `auto` a failed capture is recorded and the step stays eager."""
     t0 = time.perf_counter()
     try:
         loss = capture_loss(model, sample.to(device), device, precision)

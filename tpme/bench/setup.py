@@ -70,7 +70,7 @@ def build_training(cfg: RunConfig, method: Method, bundle: DataBundle, device: t
         model.compile(dynamic=True)
     loader = TrainLoader(bundle, ItemFeatures(bundle, tower.needs, image_size, pad_id), cfg.train.batch_size, seed=seed, static=graphs.used)
     model.train()
-    graphed_loss = prepare_graphs(graphs, model, next(loader.epoch(0)), device, cfg.train.precision)
+    graphed_loss = prepare_graphs(graphs, model, next(loader.epoch(0)), device, cfg.train.precision) if graphs.used else None
     trainer = Trainer(model, optimizer, grad_scaler(device, cfg.train.precision), device, cfg.train.precision, graphed_loss)
     execution = {"cuda_graphs": graphs.to_dict(), "static_shapes": loader.static, "optimizer": "Adam (fused)" if fused else "Adam (single-tensor)"}
     return TrainingSetup(method, model, trainer, loader, device, image_size, prepare_info, prepare_time, execution)
