@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--steps", type=int, help="timed steps per cell (default: the preset's)")
-    ap.add_argument("--overhead-method", default="frozen", help="method for the overhead ratios (default frozen: the smallest step, so overhead shows most)")
+    ap.add_argument("--overhead-methods", default="frozen,iisan-cached", help="methods for the overhead ratios, comma-separated (default: frozen, whose step runs both backbones, "
+                    "and iisan-cached, the smallest step, where overhead shows most)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds for in-process ratios")
     ap.add_argument("--out", default=None, help="run directory for the method cells")
     ap.add_argument("--all-methods", action="store_true", help="measure every registered method (results.jsonl and a report in --out), not only fft, iisan and iisan-cached")
@@ -223,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="tpme-ratios-"))
     ratios, records = method_ratios(cfg, out_dir, on_gpu_paper, args.all_methods)
     bundle = DataBundle.load(prepare_data(RunPlan(cfg, [], out_dir)))
-    ratios += loop_overheads(cfg, bundle, args.overhead_method, cfg.train.steps or 8, args.rounds)
+    for method in (m.strip() for m in args.overhead_methods.split(",") if m.strip()):
+        ratios += loop_overheads(cfg, bundle, method, cfg.train.steps or 8, args.rounds)
     ratios += cache_build_speed(cfg, bundle)
     ratios += predicted_ratios(cfg if cfg.preset == "paper" else preset("paper").replace(device=args.device), args.predict_gpu)
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tpme.bench.cell import CellSpec
-from tpme.bench.graphs import GraphDecision, capture_loss, decide, prepare_graphs
+from tpme.bench.graphs import GraphDecision, GraphedLoss, decide, prepare_graphs
 from tpme.bench.launcher import InProcessLauncher
 from tpme.bench.setup import build_training
 from tpme.bench.step_audit import audit
@@ -111,18 +111,22 @@ def test_capture_decision_names_the_reason(ci_config, ci_bundle_path):
 
 
 def test_graph_plumbing_rebuilds_the_batch_exactly(ci_config, ci_bundle_path, monkeypatch):
-    """capture_loss with the capture itself stubbed out (it needs CUDA): the flat tensors
-    it would feed the graph rebuild a batch whose loss is the model's own."""
+    """GraphedLoss with the capture itself stubbed out (it needs CUDA): a batch loaded into
+    its input buffers, or passed directly, gives the model's own loss."""
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample_args: module)
     setup = _setup(ci_config, ci_bundle_path, "iisan-cached")
     model, loader = setup.model.eval(), setup.loader
     loader.static = True
     first, second = islice(loader.epoch(0), 2)
-    loss = capture_loss(model, first, setup.device, "fp32")
-    assert loss(second).item() == pytest.approx(model(second).item())
+    graphed = GraphedLoss(model, first, setup.device, "fp32")
+    assert graphed.inputs[0].data_ptr() != first.items.item_ids.data_ptr()  # owns its buffers
+    loaded = graphed.load(second)
+    assert loaded.seq_index.data_ptr() == graphed.inputs[len(graphed.item_fields)].data_ptr()
+    assert graphed(loaded).item() == pytest.approx(model(second).item())
+    assert graphed(first).item() == pytest.approx(model(first).item())
     second.real = None
     with pytest.raises(TpmeError, match="fields of the batch the CUDA graph was captured on"):
-        loss(second)
+        graphed.load(second)
 
 
 def test_failed_capture_falls_back_in_auto_and_fails_in_on(ci_config, ci_bundle_path, monkeypatch):
@@ -167,7 +171,7 @@ def test_graphed_loss_and_gradients_equal_eager(ci_config, ci_bundle_path, preci
     _no_dropout(model)
     loader.static = True
     batches = [b.to(setup.device) for b in islice(loader.epoch(0), 3)]
-    graphed = capture_loss(model, batches[0], setup.device, precision)
+    graphed = GraphedLoss(model, batches[0], setup.device, precision)
     tol = {"fp32": dict(rtol=1e-4, atol=1e-6), "fp16": dict(rtol=2e-2, atol=1e-3)}[precision]
     for batch in batches:
         setup.trainer.graphed_loss = None

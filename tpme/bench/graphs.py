@@ -56,49 +56,64 @@ def decide(mode: str, method: Method, tower: ItemTower, device: torch.device, co
 class _FlatLoss(nn.Module):
     """The recommender's loss over a flat tuple of tensors: the only input a graph takes."""
 
-    def __init__(self, model: nn.Module, item_fields: tuple[str, ...], batch_fields: tuple[str, ...]):
+    def __init__(self, model: nn.Module, rebuild: Callable[[tuple[torch.Tensor, ...]], TrainBatch]):
         super().__init__()
         self.model = model
-        self.item_fields, self.batch_fields = item_fields, batch_fields
+        self.rebuild = rebuild
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        n = len(self.item_fields)
-        items = ItemBatch(**dict(zip(self.item_fields, tensors[:n])))
-        return self.model(TrainBatch(items=items, **dict(zip(self.batch_fields, tensors[n:]))))
+        return self.model(self.rebuild(tensors))
 
 
 def _present(obj: object, fields: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f for f in fields if getattr(obj, f) is not None)
 
 
-def capture_loss(model: nn.Module, sample: TrainBatch, device: torch.device, precision: str) -> Callable[[TrainBatch], torch.Tensor]:
-    """Capture the loss's forward and backward on `sample`'s shapes; returns batch -> loss.
+class GraphedLoss:
+    """The loss's forward and backward captured on `sample`'s shapes, with its input buffers.
 
-    Later batches must have the same shapes and fields (the static loader guarantees it);
-    their tensors are copied into the graph's input buffers on every call.
+    `load` copies a batch from the host straight into the graph's input buffers (no
+    device-side staging copy); calling the result with that batch replays the graphs.
+    Later batches must have the sample's shapes and fields (the static loader's do).
     """
-    item_fields, batch_fields = _present(sample.items, _ITEM_FIELDS), _present(sample, _BATCH_FIELDS)
-    flat = _FlatLoss(model, item_fields, batch_fields)
 
-    def tensors(batch: TrainBatch) -> tuple[torch.Tensor, ...]:
-        if _present(batch.items, _ITEM_FIELDS) != item_fields or _present(batch, _BATCH_FIELDS) != batch_fields:
+    def __init__(self, model: nn.Module, sample: TrainBatch, device: torch.device, precision: str):
+        self.device = device
+        self.item_fields, self.batch_fields = _present(sample.items, _ITEM_FIELDS), _present(sample, _BATCH_FIELDS)
+        self.inputs = tuple(t.clone() for t in self._tensors(sample.to(device)))  # owned: never aliases a caller's batch
+        self.batch = self._rebuild(self.inputs)
+        flat = _FlatLoss(model, self._rebuild)
+        with autocast(device, precision, cache_enabled=False):
+            self._graphed = torch.cuda.make_graphed_callables(flat, self.inputs)
+
+    def _tensors(self, batch: TrainBatch) -> tuple[torch.Tensor, ...]:
+        if _present(batch.items, _ITEM_FIELDS) != self.item_fields or _present(batch, _BATCH_FIELDS) != self.batch_fields:
             raise TpmeError("a batch does not have the fields of the batch the CUDA graph was captured on", "use the static loader (TrainLoader(static=True)) with CUDA graphs")
-        return tuple(getattr(batch.items, f) for f in item_fields) + tuple(getattr(batch, f) for f in batch_fields)
+        return tuple(getattr(batch.items, f) for f in self.item_fields) + tuple(getattr(batch, f) for f in self.batch_fields)
 
-    with autocast(device, precision, cache_enabled=False):
-        graphed = torch.cuda.make_graphed_callables(flat, tensors(sample))
+    def _rebuild(self, tensors: tuple[torch.Tensor, ...]) -> TrainBatch:
+        n = len(self.item_fields)
+        items = ItemBatch(**dict(zip(self.item_fields, tensors[:n])))
+        return TrainBatch(items=items, **dict(zip(self.batch_fields, tensors[n:])))
 
-    def loss(batch: TrainBatch) -> torch.Tensor:
-        return graphed(*tensors(batch))
+    def load(self, batch: TrainBatch) -> TrainBatch:
+        """Copy `batch` (host, pinned on CUDA) into the input buffers; returns them as a batch."""
+        host = self._tensors(batch)
+        if any(h.dtype != s.dtype for h, s in zip(host, self.inputs)):  # uint8 pixels are normalised on the way
+            host = self._tensors(batch.to(self.device, non_blocking=True))
+        for static, h in zip(self.inputs, host):
+            static.copy_(h, non_blocking=True)
+        return self.batch
 
-    return loss
+    def __call__(self, batch: TrainBatch) -> torch.Tensor:
+        return self._graphed(*self._tensors(batch))
 
 
-def prepare_graphs(decision: GraphDecision, model: nn.Module, sample: TrainBatch, device: torch.device, precision: str) -> Callable[[TrainBatch], torch.Tensor] | None:
+def prepare_graphs(decision: GraphDecision, model: nn.Module, sample: TrainBatch, device: torch.device, precision: str) -> GraphedLoss | None:
     """Capture (the decision says to); in `auto` a failed capture is recorded and the step stays eager."""
     t0 = time.perf_counter()
     try:
-        loss = capture_loss(model, sample.to(device), device, precision)
+        loss = GraphedLoss(model, sample, device, precision)
     except (RuntimeError, AssertionError) as e:
         if decision.mode == "on":
             raise TpmeError(f"CUDA graph capture failed: {type(e).__name__}: {e}", "run with --cuda-graphs off (or auto, which falls back to eager and records why)") from e

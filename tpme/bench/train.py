@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 from tpme.bench.device import autocast, synchronize
+from tpme.bench.graphs import GraphedLoss
 from tpme.datasets.batching import TrainBatch
 from tpme.models.recommender import Recommender
 
@@ -23,10 +24,16 @@ class Trainer:
     scaler: torch.amp.GradScaler
     device: torch.device
     precision: str
-    graphed_loss: Callable[[TrainBatch], torch.Tensor] | None = None  # the captured forward + backward, when used
+    graphed_loss: GraphedLoss | None = None  # the captured forward + backward, when used
+
+    def to_device(self, batch: TrainBatch) -> TrainBatch:
+        """A host batch on the device: into the graph's input buffers when captured."""
+        if self.graphed_loss is not None:
+            return self.graphed_loss.load(batch)
+        return batch.to(self.device, non_blocking=True)
 
     def loss(self, batch: TrainBatch) -> torch.Tensor:
-        """The training loss of a batch already on the device (replays the CUDA graph when captured)."""
+        """The training loss of a batch on the device (replays the CUDA graphs when captured)."""
         if self.graphed_loss is not None:
             return self.graphed_loss(batch)
         with autocast(self.device, self.precision):
@@ -34,7 +41,7 @@ class Trainer:
 
     def step(self, batch: TrainBatch) -> torch.Tensor:
         """One untimed training step (warm-up, memory tracking)."""
-        loss = self.loss(batch.to(self.device, non_blocking=True))
+        loss = self.loss(self.to_device(batch))
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -87,7 +94,7 @@ def timed_steps(trainer: Trainer, batches: Iterator[TrainBatch], n: int, times: 
     synchronize(trainer.device)
     for _ in range(n):
         t0 = time.perf_counter()
-        batch = next(batches).to(trainer.device, non_blocking=True)
+        batch = trainer.to_device(next(batches))
         t_data = time.perf_counter() - t0
         m0 = clock.mark()
         loss = trainer.loss(batch)
