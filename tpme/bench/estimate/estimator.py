@@ -89,5 +89,5 @@ def estimate_step(cfg: RunConfig, method: Method, data: DataShape, batch: TrainB
         batch_items=int(fb.log_pop.shape[0]),
         wall_s=time.perf_counter() - t0,
         graphed=target == "cuda" and cfg.train.cuda_graphs != "off" and not cfg.train.compile and method.cuda_graph_blocker(model.tower) is None,
-        graph_eager_kernels=len(trainable) + len(batch_tensors),  # AccumulateGrad copies each graph-owned gradient; inputs are copied in
+        graph_eager_kernels=len(batch_tensors),  # one host-to-device copy per batch tensor; .grad takes the graph's gradient buffers as they are
     )

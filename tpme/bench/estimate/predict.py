@@ -5,7 +5,7 @@ Time: a roofline per op, summed over the step's ops,
     step = sum(t_op) + kernels * kernel_overhead_s,
     or, when the forward and backward are replayed from CUDA graphs,
     step = sum(t_op) + graphed * graph_kernel_overhead_s + eager * kernel_overhead_s,
-    eager = the optimizer's kernels + one gradient copy per trainable tensor + the input copies,
+    eager = the optimizer's kernels + one host-to-device copy per batch tensor,
     epoch = step * ceil(users / batch_size).
 `dtype` is the precision the op computes in: fp16/bf16 ops at the tensor-core rate,
 fp32 matmuls at the fp32 rate (PyTorch leaves TF32 off for matmuls), fp32 convolutions
@@ -44,7 +44,7 @@ def fits(peak_bytes: int, gpu: Gpu) -> bool:
 
 def step_time_s(cost: StepCost, gpu: Gpu, graph_eager_kernels: int | None = None) -> float:
     """`graph_eager_kernels`: None for an eager step; for a graphed one, the kernels that
-    still launch eagerly besides the optimizer's (gradient copies, input copies)."""
+    still launch eagerly besides the optimizer's (the batch's copies in)."""
     c = gpu.calibration
     bandwidth = gpu.bandwidth_bytes_s * c.memory_efficiency
     total = 0.0
