@@ -87,6 +87,14 @@ def test_toml_spec_errors_name_the_key_path(tmp_path):
     assert [p.split(": ")[1] for p in info.value.problems] == ["settings.steps", "axes.batch_size"]
 
 
+def test_boolean_settings_are_accepted_and_yaml_off_is_explained(tmp_path):
+    spec = load_spec(write(tmp_path / "ok.yaml", "preset: ci\nsettings:\n  compile: false\n  eval: true\naxes:\n  method: [fft]\n  cuda_graphs: [auto, 'off']\n"))
+    assert spec is not None
+    with pytest.raises(SpecErrors) as info:
+        load_spec(write(tmp_path / "bad.yaml", "preset: ci\naxes:\n  method: [fft]\n  cuda_graphs: [auto, off]\n"))
+    assert "axes.cuda_graphs[1]: must be a string, got False (YAML reads on/off/yes/no as true/false: quote it)" in info.value.problems[0]
+
+
 def test_option_axes_apply_to_their_method_only_and_keys_are_deterministic(tmp_path, plugin_path):
     spec = write(tmp_path / "grid.toml", """\
 preset = "ci"

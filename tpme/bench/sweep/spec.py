@@ -145,7 +145,10 @@ def check_value(name: str, value: Any) -> str | None:
     if value is None:
         return None if type(None) in allowed else f"must be {_type_name(hint)}, not empty"
     if isinstance(value, bool):
-        return f"must be {_type_name(hint)}, got {value!r}"
+        if bool in allowed:
+            return None
+        yaml_hint = " (YAML reads on/off/yes/no as true/false: quote it)" if str in allowed else ""
+        return f"must be {_type_name(hint)}, got {value!r}{yaml_hint}"
     if (int in allowed and isinstance(value, int)) or (float in allowed and isinstance(value, (int, float))) or (str in allowed and isinstance(value, str)):
         if name == "device" and value not in SWEEP_DEVICES:
             return f"{value!r}: a sweep places each cell on a device itself; use one of {', '.join(SWEEP_DEVICES)}"
