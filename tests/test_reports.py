@@ -151,6 +151,14 @@ def test_terminal_and_markdown_tables_keep_working() -> None:
     assert md.splitlines()[2].startswith("| iisan-cached |") and "0.45·t" in md
 
 
+def test_table_names_the_methods_replayed_from_cuda_graphs() -> None:
+    graphed = {"execution": {"cuda_graphs": {"mode": "auto", "used": True, "reason": "captured", "capture_s": 1.0}}}
+    eager = {"execution": {"cuda_graphs": {"mode": "auto", "used": False, "reason": "its step runs ...", "capture_s": None}}}
+    recs = [record("fft", 10.0, 1000, 5e8, extra=eager), record("iisan-cached", 0.1, 100, 1e7, extra=graphed)]
+    assert "replayed from CUDA graphs (captured once, outside epoch time): iisan-cached; the others ran eagerly." in render_terminal(recs, PAPER)
+    assert "CUDA graphs" not in render_terminal([record("fft", 10.0, 1000, 5e8, extra=eager), record("lora", 5.0, 10, 3e8)], PAPER)
+
+
 def test_effectiveness_columns_only_when_present() -> None:
     assert "HR@10" not in render_terminal(zoo(hr=False), PAPER)
     assert "HR@10" in render_terminal(zoo(hr=True), PAPER)

@@ -50,6 +50,7 @@ class Row:
     m_norm: float | None = None
     hr10: float | None = None
     ndcg10: float | None = None
+    cuda_graphs: bool = False  # every ok repeat's step was replayed from CUDA graphs
     step_times_s: list[float] = field(default_factory=list)
     breakdown_s: dict[str, float] = field(default_factory=dict)
     memory_breakdown: dict[str, float] = field(default_factory=dict)
@@ -170,6 +171,7 @@ def summarise(records: list[dict[str, Any]], weights: Weights, group_by: str | N
             row.memory_kind = _source([memory_kind(r.get("memory_source")) for r in ok])
             row.hr10 = _optional_median([r.get("hr@10") for r in ok])
             row.ndcg10 = _optional_median([r.get("ndcg@10") for r in ok])
+            row.cuda_graphs = all(((r.get("execution") or {}).get("cuda_graphs") or {}).get("used") for r in ok)
             row.step_times_s = [float(x) for r in ok for x in ((r.get("timing") or {}).get("step_times_s") or [])]
             row.breakdown_s = _median_dicts([(r.get("timing") or {}).get("breakdown_median_s") or {} for r in ok])
             row.memory_breakdown = _median_dicts([memory_breakdown(r) for r in ok])

@@ -117,6 +117,9 @@ def notes(summary: Summary) -> list[str]:
         marks.append("~ after a memory figure: estimated")
     if marks:
         out.append("; ".join(marks) + ".")
+    graphed = [r.label for r in scored if r.cuda_graphs]
+    if graphed:
+        out.append(f"Training step replayed from CUDA graphs (captured once, outside epoch time): {', '.join(graphed)}; the others ran eagerly.")
     if any(r.repeats > 1 for r in summary.rows):
         out.append("Repeats are combined by their median.")
     if summary.has_effectiveness:
