@@ -6,13 +6,13 @@
 # After it:               copy the files it wrote under $OUT into results/gpu/<date>-<gpu>/ and commit
 #
 # It runs, within about 8 minutes on an H200:
-#   1. the GPU-only tests (CUDA-graph capture equals eager; a graphed run trains),
+#   1. the GPU-only tests (CUDA-graph capture equals eager; a graphed run completes),
 #   2. benchmarks/ratios.py at the paper preset for every method, bounded timed steps
 #      (epoch time extrapolated and labelled so in each record), with the eager
 #      cached-IISAN cell beside the graphed one, and the estimate beside the measurement,
 #   3. the TPME table of those records.
 # Writes to $OUT (default results/gpu/local): env.json, gpu-tests.log, ratios.json,
-# ratios.log, results.jsonl, table.txt. PRESET, STEPS and PY override the defaults
+# ratios.txt, ratios.log, results.jsonl, table.txt. PRESET, STEPS and PY override the defaults
 # (PRESET=ci STEPS=4 PY=.venv/bin/python runs the same script on a CPU in a minute).
 set -uo pipefail
 OUT=${OUT:-results/gpu/local}
@@ -29,7 +29,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 
-RATIOS_CMD="benchmarks/ratios.py --preset $PRESET --steps $STEPS --all-methods --json --out $RUN_DIR"
+RATIOS_CMD="benchmarks/ratios.py --preset $PRESET --steps $STEPS --all-methods --out $RUN_DIR --json-out $OUT/ratios.json"
 "$PY" benchmarks/gpu_env.py --command "bash benchmarks/gpu_session.sh  # python $RATIOS_CMD" > "$OUT/env.json" || exit 3
 echo "tpme gpu session: $(date -u +%FT%TZ), preset $PRESET, $STEPS timed steps per cell -> $OUT"
 
@@ -38,21 +38,10 @@ tests_rc=$?
 tail -3 "$OUT/gpu-tests.log"
 
 # shellcheck disable=SC2086  # RATIOS_CMD is a word list on purpose
-timeout 420 "$PY" $RATIOS_CMD > "$OUT/ratios.json" 2> "$OUT/ratios.log"
+timeout 420 "$PY" $RATIOS_CMD > "$OUT/ratios.txt" 2> "$OUT/ratios.log"
 ratios_rc=$?
 cp "$RUN_DIR/results.jsonl" "$OUT/" 2>/dev/null
 "$PY" -m tpme.cli score "$RUN_DIR" > "$OUT/table.txt" 2>&1
-cat "$OUT/table.txt"
-"$PY" - "$OUT/ratios.json" <<'EOF'
-import json, sys
-try:
-    doc = json.load(open(sys.argv[1]))
-except (OSError, ValueError) as e:
-    sys.exit(f"no ratios: {e}")
-print(f"device {doc['device']}, preset {doc['preset']}")
-for r in doc["ratios"]:
-    value = "-" if r["value"] is None else f"{r['value']:.3f}"
-    print(f"  {r['name']:<58} {value:>10}  goal {r['goal']:<22} {dict([(True, 'met'), (False, 'NOT met'), (None, 'n/a')])[r['met']]}")
-EOF
+cat "$OUT/table.txt" "$OUT/ratios.txt"
 echo "tests exit $tests_rc, ratios exit $ratios_rc"
 exit $(( tests_rc != 0 || ratios_rc > 1 ))

@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="run directory for the method cells")
     ap.add_argument("--all-methods", action="store_true", help="measure every registered method (results.jsonl and a report in --out), not only fft, iisan and iisan-cached")
     ap.add_argument("--predict-gpu", default="h200", help="GPU of the estimate printed beside the measured ratios (tpme estimate --list-gpus)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--json-out", metavar="FILE", help="also write the JSON to FILE (the table still prints)")
     args = ap.parse_args(argv)
 
     cfg = preset(args.preset).replace(device=args.device, **({"steps": args.steps} if args.steps else {}))
@@ -230,8 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     ratios += predicted_ratios(cfg if cfg.preset == "paper" else preset("paper").replace(device=args.device), args.predict_gpu)
 
     device_name = records[0]["provenance"]["device"].get("name") if records and records[0].get("provenance") else str(device)
+    doc = {"preset": cfg.preset, "device": device_name, "out": str(out_dir), "ratios": [asdict(r) for r in ratios]}
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(doc, indent=2) + "\n")
     if args.json:
-        json.dump({"preset": cfg.preset, "device": device_name, "out": str(out_dir), "ratios": [asdict(r) for r in ratios]}, sys.stdout, indent=2)
+        json.dump(doc, sys.stdout, indent=2)
         print()
     else:
         print(f"preset {cfg.preset}, device {device_name}")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from tpme.bench.device import autocast, synchronize
+from tpme.config import RunConfig
 from tpme.datasets.batching import ItemBatch, TrainBatch
 from tpme.errors import TpmeError
 from tpme.methods.registry import Method
@@ -51,6 +52,12 @@ def decide(mode: str, method: Method, tower: ItemTower, device: torch.device, co
     if reason is not None and mode == "on":
         raise TpmeError(f"--cuda-graphs on, but {method.name}'s step cannot be captured: {reason}", "use --cuda-graphs auto (captures where possible) or off")
     return GraphDecision(mode, reason is None, reason or "captured")
+
+
+def would_capture(cfg: RunConfig, method: Method, tower: ItemTower) -> bool:
+    """Whether a CUDA cell of `cfg` captures this method's step (what the estimator times)."""
+    mode = "auto" if cfg.train.cuda_graphs == "on" else cfg.train.cuda_graphs  # on = auto that raises instead of falling back
+    return decide(mode, method, tower, torch.device("cuda"), cfg.train.compile).used
 
 
 class _FlatLoss(nn.Module):

@@ -137,7 +137,7 @@ class KeyedImages:
     def images(self, items: np.ndarray, size: int) -> np.ndarray:
         """Decoded and resized once per item while the cache has room (decoding dominates
         otherwise); the items a batch still needs are decoded by a pool of threads."""
-        todo = sorted({int(i) for i in items} - {i for i, s in self._cache if s == size})
+        todo = [i for i in dict.fromkeys(int(i) for i in items) if (i, size) not in self._cache]
         decoded = dict(zip(todo, self._decode_all(todo, size)))
         for item, img in decoded.items():
             if self._cached_bytes + img.nbytes <= CACHE_BYTES:

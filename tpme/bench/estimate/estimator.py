@@ -20,6 +20,7 @@ from tpme.bench.estimate.fake_model import DataShape, build_meta_model, fake_bat
 from tpme.bench.estimate.memory import MemoryEstimate, TrainableMemTracker, peak_breakdown
 from tpme.bench.estimate.shadow import KnownValues
 from tpme.bench.estimate.step import training_step
+from tpme.bench.graphs import would_capture
 from tpme.config import RunConfig
 from tpme.datasets.batching import TrainBatch
 from tpme.methods.registry import Method
@@ -88,6 +89,6 @@ def estimate_step(cfg: RunConfig, method: Method, data: DataShape, batch: TrainB
         batch_users=int(fb.seq_index.shape[0]),
         batch_items=int(fb.log_pop.shape[0]),
         wall_s=time.perf_counter() - t0,
-        graphed=target == "cuda" and cfg.train.cuda_graphs != "off" and not cfg.train.compile and method.cuda_graph_blocker(model.tower) is None,
+        graphed=target == "cuda" and would_capture(cfg, method, model.tower),
         graph_eager_kernels=len(batch_tensors),  # one host-to-device copy per batch tensor; .grad takes the graph's gradient buffers as they are
     )
