@@ -6,8 +6,9 @@ import os
 import pytest
 import torch
 
-from tpme.config import preset
-from tpme.datasets.bundle import DataBundle, build_bundle
+from tpme.scenarios.recommendation.config import preset
+from tpme.datasets.build import build_bundle
+from tpme.datasets.bundle import DataBundle
 from tpme.models.backbones import BackboneSpec, text_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from tpme.bench.device import resolve_device
+from tpme.device import resolve_device
 from tpme.bench.provenance import provenance
 
 

@@ -30,14 +30,14 @@ from pathlib import Path
 
 import torch
 
-from tpme.bench.device import autocast, resolve_device, synchronize
-from tpme.bench.estimate.api import data_shape, estimate_records
-from tpme.bench.estimate.gpus import resolve_gpus
+from tpme.device import autocast, resolve_device, synchronize
+from tpme.estimate.api import data_shape, estimate_records
+from tpme.estimate.gpus import resolve_gpus
 from tpme.bench.probes import memory_probes
 from tpme.bench.runner import RunPlan, prepare_data, run_benchmark
-from tpme.bench.setup import build_training
+from tpme.scenarios.recommendation.training import build_training
 from tpme.bench.train import StepTimes, timed_steps
-from tpme.config import RunConfig, preset
+from tpme.scenarios.recommendation.config import RunConfig, preset
 from tpme.datasets.batching import IMAGE, TEXT, ItemFeatures
 from tpme.datasets.bundle import DataBundle
 from tpme.datasets.prefetch import Prefetcher

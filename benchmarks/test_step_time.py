@@ -13,8 +13,9 @@ from itertools import cycle, islice
 import pytest
 
 from benchmarks.conftest import PRESET_OF_SIZE
-from tpme.bench.setup import build_training, count_params
-from tpme.config import preset
+from tpme.scenarios.base import count_params
+from tpme.scenarios.recommendation.training import build_training
+from tpme.scenarios.recommendation.config import preset
 from tpme.methods.registry import available_methods, get_method
 
 ROUNDS = {"tiny": 20, "small": 5}

@@ -22,7 +22,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def ci_config():
-    from tpme.config import preset
+    from tpme.scenarios.recommendation.config import preset
 
     return preset("ci")
 
@@ -30,7 +30,7 @@ def ci_config():
 @pytest.fixture(scope="session")
 def ci_bundle_path(tmp_path_factory, ci_config) -> Path:
     """The ci preset's synthetic dataset, prepared once per test session."""
-    from tpme.datasets.bundle import build_bundle
+    from tpme.datasets.build import build_bundle
     from tpme.models.backbones import BackboneSpec, text_config
 
     spec = BackboneSpec.parse(ci_config.backbone)
@@ -38,3 +38,17 @@ def ci_bundle_path(tmp_path_factory, ci_config) -> Path:
     path = tmp_path_factory.mktemp("data") / "data.npz"
     bundle.save(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def restore_method_registry():
+    """A test that loads a plugin in this process (through the CLI) leaves the registry as it found it."""
+    from tpme.methods import registry
+
+    registry.available_methods()
+    methods, families = dict(registry._METHODS), dict(registry._FAMILIES)
+    yield
+    registry._METHODS.clear()
+    registry._METHODS.update(methods)
+    registry._FAMILIES.clear()
+    registry._FAMILIES.update(families)

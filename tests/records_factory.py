@@ -1,64 +1,57 @@
-"""Hand-built result records (schema tpme.result/1) for report, sensitivity and compare tests:
-known figures, no training."""
+"""Hand-built result records (schema tpme.result/2) for report, sensitivity and compare tests:
+known figures, no training, a complete ci-preset config."""
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from tpme.bench.record import SCHEMA, append_record, cell_key, label
+from tpme.results.record import Estimate, Provenance, Quality, QualityValue, Record, Timing, cell_key
+from tpme.results.store import append_record
+from tpme.scenarios.recommendation.config import preset
 
-CONFIG = {
-    "preset": "ci", "backbone": "tiny",
-    "data": {"dataset": "synthetic:tiny", "max_seq_len": 10, "text_len": 16, "seed": 0},
-    "train": {"batch_size": 8, "steps": 3, "epochs": None, "warmup_steps": 1, "memory_steps": 1, "lr": 1e-4, "embed_dim": 64, "precision": "fp32", "device": "auto", "seed": 0},
-}
+CONFIG = preset("ci").to_dict()
 
 
 def record(
     method: str, t: float, p: int, m: float, *, repeat: int = 0, options: dict[str, str] | None = None, status: str = "ok",
     error: str | None = None, hr: float | None = None, ndcg: float | None = None, device: str = "CPU (x86_64, 2 threads)",
     source: str = "extrapolated", estimate: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    execution: dict[str, Any] | None = None,
+) -> Record:
     """One record with epoch time t (s), p trainable parameters, peak memory m (bytes)."""
     options = options or {}
-    config = copy.deepcopy(config or CONFIG)
+    config = json.loads(json.dumps(config or CONFIG))
     ok = status == "ok"
     steps = [t / 8 * f for f in (0.9, 1.0, 1.1, 1.05)]
-    rec = {
-        "schema": SCHEMA, "cell_key": cell_key(method, options, config, repeat), "method": method, "label": label(method, options),
-        "status": status, "error": error, "repeat": repeat,
-        "epoch_time_s": t if ok else None, "epoch_time_source": source if ok else None, "step_time_s": t / 8 if ok else None,
-        "steps_per_epoch": 8, "trainable_params": p if ok else None, "total_params": 500_000 if ok else None,
-        "peak_memory_bytes": m if ok else None, "memory_source": "cpu_tensor_peak" if ok else None, "prepare_time_s": 0.0,
-        "hr@10": hr, "ndcg@10": ndcg, "device": "cpu", "precision": "fp32", "preset": config["preset"],
-        "method_options": options, "config": config,
-        "provenance": {
-            "versions": {"python": "3.11.7", "tpme": "0.1.0", "torch": "2.13.0+cpu"},
-            "device": {"type": "cpu", "name": device}, "git_commit": "abc123", "command": ["tpme", "run", "--preset", "ci"], "host": "test",
-        },
-        "timing": {
-            "steps": 4, "step_times_s": steps if ok else [],
-            "breakdown_median_s": {"data": t / 80, "forward": t / 32, "backward": t / 16, "optimizer": t / 40} if ok else {},
-        },
-    }
-    if estimate is not None:
-        rec["estimate"] = estimate
-    if extra:
-        rec.update(extra)
-    return rec
+    quality = {k: QualityValue(v, True, "test") for k, v in (("hr@10", hr), ("ndcg@10", ndcg)) if v is not None}
+    return Record(
+        method=method, status=status, cell_key=cell_key(method, options, config, repeat), method_options=options, error=error, repeat=repeat,
+        seed=config["train"]["seed"] + repeat, epoch_time_s=t if ok else None, epoch_time_source=source if ok else None, step_time_s=t / 8 if ok else None,
+        steps_per_epoch=8, trainable_params=p if ok else None, total_params=500_000 if ok else None, peak_memory_bytes=int(m) if ok else None,
+        memory_source="cpu_tensor_peak" if ok else None, prepare_time_s=0.0, device="cpu", precision="fp32", preset=config["preset"], config=config,
+        provenance=Provenance(
+            versions={"python": "3.11.7", "tpme": "0.1.0", "torch": "2.13.0+cpu"}, device={"type": "cpu", "name": device},
+            git_commit="abc123", command=["tpme", "run", "--preset", "ci"], host="test",
+        ),
+        timing=Timing(steps=4, step_times_s=steps if ok else [], breakdown_median_s={"data": t / 80, "forward": t / 32, "backward": t / 16, "optimizer": t / 40} if ok else {}),
+        quality=Quality(quality), estimate=None if estimate is None else Estimate.from_dict(estimate), execution=execution or {},
+    )
 
 
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+def replaced(rec: Record, **changes: Any) -> Record:
+    return dataclasses.replace(rec, **changes)
+
+
+def write_jsonl(path: Path, records: list[Record]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     for r in records:
         append_record(path, r)
     return path
 
 
-def zoo(hr: bool = True, failed: bool = True) -> list[dict[str, Any]]:
+def zoo(hr: bool = True, failed: bool = True) -> list[Record]:
     """A paper-like set: fft slow and big, PEFT methods in between, iisan-cached cheapest."""
     mib = 2**20
     specs = [
@@ -71,7 +64,8 @@ def zoo(hr: bool = True, failed: bool = True) -> list[dict[str, Any]]:
     ]
     out = []
     for method, t, p, m, h in specs:
-        est = {"peak_memory_bytes": m * 1.02, "breakdown_bytes": {"parameters": m * 0.2, "gradients": m * 0.1, "optimizer": m * 0.2, "activations": m * 0.5}}
+        est = {"peak_memory_bytes": int(m * 1.02), "breakdown": {"parameters": int(m * 0.2), "buffers": int(m * 0.05), "gradients": int(m * 0.1),
+                                                                 "optimizer_state": int(m * 0.2), "activations": int(m * 0.4), "batch": int(m * 0.05)}}
         for rep, f in enumerate((1.0, 1.03)):
             out.append(record(method, t * f, p, m, repeat=rep, hr=h if hr else None, ndcg=h / 2 if hr else None, estimate=est))
     if failed:
@@ -79,5 +73,5 @@ def zoo(hr: bool = True, failed: bool = True) -> list[dict[str, Any]]:
     return out
 
 
-def dump(records: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r) + "\n" for r in records)
+def dump(records: list[Record]) -> str:
+    return "".join(json.dumps(r.to_dict()) + "\n" for r in records)

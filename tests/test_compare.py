@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from records_factory import CONFIG, record, write_jsonl, zoo
+from records_factory import CONFIG, record, replaced, write_jsonl, zoo
 
 from tpme.cli import main
 from tpme.errors import TpmeError
@@ -15,9 +15,9 @@ from tpme.reports.compare import parse_threshold
 def scaled(records, method: str, field: str, factor: float):
     out = []
     for r in records:
-        r = dict(r)
-        if r["method"] == method and r.get(field) is not None:
-            r[field] = r[field] * factor
+        if r.method == method and getattr(r, field) is not None:
+            value = getattr(r, field) * factor
+            r = replaced(r, **{field: int(value) if isinstance(getattr(r, field), int) else value})
         out.append(r)
     return out
 
@@ -64,7 +64,7 @@ def test_spread_of_repeats_widens_the_band(tmp_path: Path, capsys) -> None:
 
 
 def test_cross_device_is_refused_unless_forced(base: Path, tmp_path: Path, capsys) -> None:
-    cand = write_jsonl(tmp_path / "cand" / "results.jsonl", [dict(r, provenance={**r["provenance"], "device": {"name": "NVIDIA H200"}}) for r in zoo()])
+    cand = write_jsonl(tmp_path / "cand" / "results.jsonl", [replaced(r, provenance=replaced(r.provenance, device={"name": "NVIDIA H200"})) for r in zoo()])
     assert main(["compare", str(base), str(cand)]) == 2
     err = capsys.readouterr().err
     assert "devices differ" in err and "--force" in err
@@ -76,11 +76,11 @@ def test_cross_device_is_refused_unless_forced(base: Path, tmp_path: Path, capsy
 
 def test_config_difference_is_refused_but_measurement_length_is_not(base: Path, tmp_path: Path, capsys) -> None:
     big = {**CONFIG, "train": {**CONFIG["train"], "batch_size": 32}}
-    cand = write_jsonl(tmp_path / "cand" / "results.jsonl", [dict(r, config=big) for r in zoo()])
+    cand = write_jsonl(tmp_path / "cand" / "results.jsonl", [replaced(r, config=big) for r in zoo()])
     assert main(["compare", str(base), str(cand)]) == 2
     assert "train.batch_size 8 -> 32" in capsys.readouterr().err
     longer = {**CONFIG, "preset": "custom", "train": {**CONFIG["train"], "steps": 50, "warmup_steps": 5}}
-    same = write_jsonl(tmp_path / "same" / "results.jsonl", [dict(r, config=longer) for r in zoo()])
+    same = write_jsonl(tmp_path / "same" / "results.jsonl", [replaced(r, config=longer) for r in zoo()])
     assert main(["compare", str(base), str(same), "--fail-on-regression"]) == 0
 
 

@@ -7,11 +7,18 @@ import torch
 
 from tpme.bench.convergence import merge_probe_results, run_epochs
 from tpme.bench.train import StepTimes
-from tpme.config import preset
+from tpme.scenarios.recommendation.config import preset
 from tpme.errors import TpmeError
+from tpme.results.quality import KNOWN
 
 
 class ScriptedEvaluator:
+    """The scenario evaluator's contract: its metrics, the validation metric it selects by, its info."""
+
+    metrics = (KNOWN["hr@10"],)
+    select = KNOWN["hr@10"]
+    info = {"k": 10}
+
     def __init__(self, valid_hr):
         self.valid_hr = list(valid_hr)
         self.calls = 0

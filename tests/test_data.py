@@ -2,9 +2,10 @@
 import numpy as np
 import torch
 
-from tpme.config import DataConfig
+from tpme.datasets.config import DataConfig
 from tpme.datasets.batching import IMAGE, TEXT, ItemFeatures, TrainLoader
-from tpme.datasets.bundle import DataBundle, build_bundle
+from tpme.datasets.build import build_bundle
+from tpme.datasets.bundle import DataBundle
 from tpme.datasets.preprocess import leave_one_out, pad_left, preprocess
 from tpme.datasets.synthetic import SyntheticCatalog, SyntheticSpec, generate_sequences
 from tpme.datasets.tokenize import encode_titles, train_wordpiece
@@ -91,6 +92,6 @@ def test_offline_vocabulary_is_identical_across_processes():
     import subprocess
     import sys
 
-    code = "from tpme.config import DataConfig; from tpme.datasets.bundle import build_bundle; import hashlib; print(hashlib.sha256(build_bundle(DataConfig(dataset='synthetic:tiny'), None, 2048).tokens.tobytes()).hexdigest())"
+    code = "from tpme.datasets.config import DataConfig; from tpme.datasets.build import build_bundle; import hashlib; print(hashlib.sha256(build_bundle(DataConfig(dataset='synthetic:tiny'), None, 2048).tokens.tobytes()).hexdigest())"
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)}
     assert len(digests) == 1

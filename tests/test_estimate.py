@@ -14,11 +14,15 @@ import torch
 from torch import nn
 
 from tpme.bench.cell import CellSpec, run_cell
-from tpme.bench.estimate.attention import gpu_attention
-from tpme.bench.estimate.cost import CostCounter, OpCost, StepCost
-from tpme.bench.estimate.gpus import BUILTIN, GIB, Calibration, Gpu, load_gpu_file, match_device_name, resolve_gpus
-from tpme.bench.estimate.predict import fits, runtime_overhead, step_time_s, steps_per_epoch
-from tpme.config import preset
+from tpme.estimate.attention import gpu_attention
+from tpme.estimate.cost import CostCounter, OpCost, StepCost
+from tpme.estimate.gpus import BUILTIN, GIB, Calibration, Gpu, load_gpu_file, match_device_name, resolve_gpus
+from tpme.estimate.predict import fits, runtime_overhead, step_time_s
+from tpme.scenarios import get_scenario
+from tpme.scenarios.base import DataShape
+
+REC = get_scenario("recommendation")
+from tpme.scenarios.recommendation.config import preset
 from tpme.errors import TpmeError
 from tpme.methods.registry import available_methods
 from tpme.models.user_encoder import SelfAttention
@@ -42,7 +46,7 @@ def test_estimated_peak_equals_cpu_tensor_peak(method, backbone, ci_bundle_path,
     same batch, on fake tensors (target cpu: Adam's CPU path, CPU attention)."""
     require(method)
     cfg = preset("ci").replace(backbone=backbone, batch_size=4, steps=1, warmup_steps=1, memory_steps=1)
-    rec = run_cell(CellSpec(method, cfg.to_dict(), str(ci_bundle_path), cache_dir=str(tmp_path), estimate=True))
+    rec = run_cell(CellSpec(method, cfg.to_dict(), str(ci_bundle_path), cache_dir=str(tmp_path), estimate=True)).to_dict()
     assert rec["memory_source"] == "cpu_tensor_peak"
     est = rec["estimate"]
     assert est["source"] == "estimate" and "error" not in est, est
@@ -55,18 +59,17 @@ def test_estimated_peak_equals_cpu_tensor_peak(method, backbone, ci_bundle_path,
 def test_half_precision_estimate_matches_cpu_measurement(ci_bundle_path, tmp_path):
     """fp16 autocast: fp32 master weights and Adam state, half activations."""
     cfg = preset("ci").replace(batch_size=4, steps=1, warmup_steps=1, memory_steps=1, precision="bf16")
-    rec = run_cell(CellSpec("fft", cfg.to_dict(), str(ci_bundle_path), cache_dir=str(tmp_path), estimate=True))
+    rec = run_cell(CellSpec("fft", cfg.to_dict(), str(ci_bundle_path), cache_dir=str(tmp_path), estimate=True)).to_dict()
     assert rec["estimate"]["peak_memory_bytes"] == pytest.approx(rec["peak_memory_bytes"], rel=0.02)
 
 
 def test_frozen_parameters_get_no_gradient_memory():
-    from tpme.bench.estimate.estimator import estimate_step
-    from tpme.bench.estimate.fake_model import DataShape
+    from tpme.estimate.estimator import estimate_step
     from tpme.methods.registry import get_method
 
     cfg = preset("ci")
-    frozen = estimate_step(cfg, get_method("frozen"), DataShape(64, 120))
-    fft = estimate_step(cfg, get_method("fft"), DataShape(64, 120))
+    frozen = estimate_step(REC, cfg, get_method("frozen"), DataShape(64, {"items": 120}))
+    fft = estimate_step(REC, cfg, get_method("fft"), DataShape(64, {"items": 120}))
     assert frozen.trainable_params < fft.trainable_params == fft.total_params
     assert frozen.memory.breakdown["optimizer_state"] < fft.memory.breakdown["optimizer_state"]
     assert frozen.memory.peak_bytes < fft.memory.peak_bytes
@@ -135,7 +138,7 @@ def test_step_time_is_a_per_op_roofline():
         OpCost("backward", flops=0, bytes=10**9, compute_dtype="fp32"),  # memory-bound: 1e9 / 5e11 = 0.002 s
     ])
     assert step_time_s(cost, gpu) == pytest.approx(0.02 + 0.002 + 2e-6)
-    assert steps_per_epoch(12076, 32) == 378
+    assert DataShape(12076).steps_per_epoch(32) == 378
 
 
 def test_graphed_step_pays_graph_gaps_and_its_eager_kernels():
@@ -253,16 +256,15 @@ def test_cli_bad_gpu_is_a_usage_error(capsys):
 def test_paper_preset_memory_order():
     """DESIGN section 6: fft > adapter, lora > iisan > iisan-cached (those registered), and
     frozen below fft. Each method takes 20-70 s here."""
-    from tpme.bench.estimate.api import data_shape
-    from tpme.bench.estimate.estimator import estimate_step
+    from tpme.estimate.estimator import estimate_step
     from tpme.methods.registry import get_method
 
     cfg = preset("paper")
-    data = data_shape(cfg)
-    assert data.n_users == 12076
+    data = REC.data_shape(cfg)
+    assert data.samples == 12076
     order = [["fft"], ["adapter", "lora"], ["iisan"], ["iisan-cached"]]
-    peaks = {m: estimate_step(cfg, get_method(m), data).memory.peak_bytes for group in order for m in group if m in available_methods()}
-    peaks["frozen"] = estimate_step(cfg, get_method("frozen"), data).memory.peak_bytes
+    peaks = {m: estimate_step(REC, cfg, get_method(m), data).memory.peak_bytes for group in order for m in group if m in available_methods()}
+    peaks["frozen"] = estimate_step(REC, cfg, get_method("frozen"), data).memory.peak_bytes
     assert peaks["frozen"] < peaks["fft"]
     levels = [[peaks[m] for m in group if m in peaks] for group in order]
     levels = [lv for lv in levels if lv]

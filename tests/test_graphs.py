@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from tpme.bench.cell import CellSpec
-from tpme.bench.graphs import GraphDecision, GraphedLoss, decide, prepare_graphs
-from tpme.bench.launcher import InProcessLauncher
-from tpme.bench.setup import build_training
+from tpme.bench.cell import CellSpec, run_cell
+from tpme.training.graphs import GraphDecision, GraphedLoss, decide, prepare_graphs
+from tpme.scenarios.recommendation.training import build_training
 from tpme.bench.step_audit import audit
 from tpme.cli import main as cli
 from tpme.datasets.bundle import DataBundle
@@ -121,7 +120,7 @@ def test_graph_plumbing_rebuilds_the_batch_exactly(ci_config, ci_bundle_path, mo
     graphed = GraphedLoss(model, first, setup.device, "fp32")
     assert graphed.inputs[0].data_ptr() != first.items.item_ids.data_ptr()  # owns its buffers
     loaded = graphed.load(second)
-    assert loaded.seq_index.data_ptr() == graphed.inputs[len(graphed.item_fields)].data_ptr()
+    assert loaded.seq_index.data_ptr() == graphed.inputs[graphed.fields.index("seq_index")].data_ptr()
     assert graphed(loaded).item() == pytest.approx(model(second).item())
     assert graphed(first).item() == pytest.approx(model(first).item())
     second.real = None
@@ -144,7 +143,7 @@ def test_failed_capture_falls_back_in_auto_and_fails_in_on(ci_config, ci_bundle_
 
 
 def test_record_says_how_the_step_ran(ci_config, ci_bundle_path):
-    rec = InProcessLauncher().run(CellSpec("iisan-cached", ci_config.to_dict(), str(ci_bundle_path), cache_dir=tempfile.mkdtemp()))
+    rec = run_cell(CellSpec("iisan-cached", ci_config.to_dict(), str(ci_bundle_path), cache_dir=tempfile.mkdtemp())).to_dict()
     assert rec["status"] == "ok", rec.get("error")
     graphs = rec["execution"]["cuda_graphs"]
     assert graphs["mode"] == "auto" and graphs["used"] is (rec["device"].startswith("cuda"))
@@ -190,7 +189,7 @@ def test_graphed_loss_and_gradients_equal_eager(ci_config, ci_bundle_path, preci
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_a_gpu_run_captures_cached_iisan(ci_config, ci_bundle_path):
     cfg = ci_config.replace(device="cuda", precision="fp16", steps=20)
-    rec = InProcessLauncher().run(CellSpec("iisan-cached", cfg.to_dict(), str(ci_bundle_path), cache_dir=tempfile.mkdtemp()))
+    rec = run_cell(CellSpec("iisan-cached", cfg.to_dict(), str(ci_bundle_path), cache_dir=tempfile.mkdtemp())).to_dict()
     assert rec["status"] == "ok", rec.get("error")
     assert rec["execution"]["cuda_graphs"]["used"], rec["execution"]
     assert rec["execution"]["optimizer"] == "Adam (fused)"

@@ -1,16 +1,18 @@
 """Cells produce complete records; failures become statuses; the CPU memory tracker counts right."""
+import json
 import sys
 import textwrap
 
 import pytest
 import torch
 
-from tpme.bench.cell import CellSpec
-from tpme.bench.launcher import InProcessLauncher, SubprocessLauncher
+from tpme.bench.cell import CellSpec, run_cell
 from tpme.bench.probes import TensorMemoryTracker
-from tpme.bench.record import FLAT_FIELDS, SCHEMA, load_records
-from tpme.bench.runner import RunPlan, run_benchmark
+from tpme.bench.process import CellProcesses
+from tpme.cli import main
 from tpme.errors import TpmeError
+from tpme.results.record import FLAT_FIELDS, SCHEMA
+from tpme.results.store import load_records
 
 FAILING_PLUGIN = textwrap.dedent(
     '''
@@ -33,7 +35,7 @@ def plugin_dir(tmp_path, monkeypatch):
 
 
 def test_in_process_record_is_complete(ci_config, ci_bundle_path):
-    rec = InProcessLauncher().run(CellSpec("frozen", ci_config.to_dict(), str(ci_bundle_path)))
+    rec = run_cell(CellSpec("frozen", ci_config.to_dict(), str(ci_bundle_path))).to_dict()
     assert rec["status"] == "ok", rec.get("error")
     for key in FLAT_FIELDS:
         assert key in rec
@@ -47,24 +49,25 @@ def test_in_process_record_is_complete(ci_config, ci_bundle_path):
     assert prov["versions"]["torch"] and prov["device"]["type"] == "cpu"
 
 
-def test_failing_cell_is_recorded_and_the_run_goes_on(ci_config, tmp_path, plugin_dir):
-    plan = RunPlan(ci_config, [("explodes", {}), ("frozen", {})], tmp_path / "run", plugins=["failing_plugin"])
-    records = run_benchmark(plan, SubprocessLauncher(timeout_s=300), progress=False)
+def test_failing_cell_is_recorded_and_the_run_goes_on(ci_config, tmp_path, plugin_dir, capsys):
+    code = main(["run", "--preset", "ci", "--methods", "explodes,frozen", "--plugin", "failing_plugin", "--out", str(tmp_path / "run"), "--timeout", "300", "--quiet", "--no-report", "--json"])
+    assert code == 1
+    records = json.loads(capsys.readouterr().out)
     by = {r["method"]: r for r in records}
     assert by["explodes"]["status"] == "error" and "boom from the test plugin" in by["explodes"]["error"]
     assert by["frozen"]["status"] == "ok"
     assert by["frozen"]["tpme"] == 0.0 and by["explodes"]["tpme"] is None
-    assert [r["method"] for r in load_records(tmp_path / "run")] == ["explodes", "frozen"]
+    assert [r.method for r in load_records(tmp_path / "run")] == ["explodes", "frozen"]
     assert (tmp_path / "run" / "table.md").read_text().count("explodes") == 1
 
 
 def test_timeout_becomes_a_status(ci_config, ci_bundle_path):
-    rec = SubprocessLauncher(timeout_s=0.5).run(CellSpec("fft", ci_config.to_dict(), str(ci_bundle_path)))
-    assert rec["status"] == "timeout" and "timeout" in rec["error"]
+    rec = CellProcesses(timeout_s=0.5).run(CellSpec("fft", ci_config.to_dict(), str(ci_bundle_path)))
+    assert rec.status == "timeout" and "timeout" in rec.error
 
 
 def test_truncated_results_line_is_detected(tmp_path):
-    (tmp_path / "results.jsonl").write_text('{"schema": "tpme.result/1", "method": "a"}\n{"schema": "tpme.re')
+    (tmp_path / "results.jsonl").write_text('{"schema": "tpme.result/1", "method": "a", "status": "error"}\n{"schema": "tpme.re')
     with pytest.raises(TpmeError, match="results.jsonl:2"):
         load_records(tmp_path)
 

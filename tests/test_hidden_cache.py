@@ -10,7 +10,7 @@ import torch
 
 from tpme.datasets.batching import IMAGE, TEXT, ItemFeatures
 from tpme.datasets.bundle import DataBundle
-from tpme.methods import _hidden_cache as hc
+from tpme.methods.iisan import cache as hc
 from tpme.models.backbones import Backbones, BackboneSpec
 
 CPU = torch.device("cpu")

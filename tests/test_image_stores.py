@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tpme.config import DataConfig
+from tpme.datasets.config import DataConfig
 from tpme.datasets.image_stores import describe_images, load_lmdb_image, synthetic_image
 from tpme.datasets.images import open_image_source
 from tpme.datasets.readers import read_dataset_dir

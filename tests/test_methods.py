@@ -11,7 +11,7 @@ from tpme.datasets.bundle import DataBundle
 from tpme.errors import TpmeError
 from tpme.methods.registry import PrepareContext, get_method
 from tpme.models.backbones import Backbones, BackboneSpec
-from tpme.models.recommender import Recommender
+from tpme.scenarios.recommendation.model import Recommender
 
 EMBED = 16
 
@@ -147,7 +147,7 @@ def _frozen_cls(tower, items: ItemBatch):
 
 
 def test_iisan_layer_schedule_and_sizes(bundle, tmp_path):
-    from tpme.methods.iisan import IisanOptions, layer_schedule
+    from tpme.methods.iisan.options import IisanOptions, layer_schedule
 
     assert layer_schedule(12, 12, IisanOptions()) == ([0, 2, 4, 6, 8, 10, 12], [0, 2, 4, 6, 8, 10, 12])
     assert layer_schedule(2, 2, IisanOptions()) == ([0, 2], [0, 2])
@@ -236,7 +236,7 @@ def test_iisan_with_different_text_and_image_backbones():
 
 def test_iisan_cls_states_equal_the_models_hidden_states():
     """The hook-based [CLS] capture reads exactly hidden_states[l][:, 0] of both backbones."""
-    from tpme.methods.iisan import cls_states
+    from tpme.methods.iisan.towers import cls_states
     from tpme.models.backbones import Backbones, BackboneSpec
 
     torch.manual_seed(0)
@@ -282,7 +282,7 @@ def _reference_side(side, text: torch.Tensor, image: torch.Tensor) -> torch.Tens
 
 @pytest.mark.parametrize("text_dim,image_dim", [(32, 32), (24, 32)])
 def test_stacked_side_networks_compute_the_design_formulas(text_dim, image_dim):
-    from tpme.methods.iisan import SideNetworks
+    from tpme.methods.iisan.side import SideNetworks
 
     torch.manual_seed(0)
     side = SideNetworks(text_dim, image_dim, steps=3, bottleneck=8, embed_dim=16)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from tpme.bench.setup import build_training
-from tpme.config import preset
+from tpme.scenarios.recommendation.training import build_training
+from tpme.scenarios.recommendation.config import preset
 from tpme.datasets.bundle import DataBundle
 from tpme.methods.registry import get_method
 

@@ -5,12 +5,19 @@ import json
 
 import torch
 
-from tpme.bench.cell import count_params
+from tpme.scenarios.base import count_params
 from tpme.cli import main
-from tpme.cli.commands.params import count_method
+from tpme.cli.commands import params
 from tpme.methods.registry import get_method
 from tpme.models.backbones import Backbones, BackboneSpec
-from tpme.models.recommender import Recommender
+from tpme.scenarios import get_scenario
+from tpme.scenarios.recommendation.config import preset
+from tpme.scenarios.recommendation.model import Recommender
+
+
+def count_method(name, options, backbone, embed_dim, max_seq_len):
+    cfg = preset("ci").replace(backbone=backbone, embed_dim=embed_dim, max_seq_len=max_seq_len)
+    return params.count_method(get_scenario("recommendation"), cfg, name, options)
 
 
 def test_params_json_lists_every_method(capsys):

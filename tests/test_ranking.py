@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from tpme.bench.evaluate import popularity_baseline
+from tpme.scenarios.recommendation.evaluate import popularity_baseline
 from tpme.datasets.bundle import DataBundle
-from tpme.metrics.ranking import hit_ndcg, mask_history, target_ranks
+from tpme.scenarios.recommendation.ranking import hit_ndcg, mask_history, target_ranks
 
 
 def test_ranks_count_higher_scores_and_half_the_ties():
@@ -36,7 +36,7 @@ def test_popularity_baseline_by_hand():
     # items 1..4; training parts: [1,2,1] [1,3,1] -> counts 1:4, 2:1, 3:1, 4:0
     seqs = [np.array([1, 2, 1, 4, 2]), np.array([1, 3, 1, 2, 4])]
     bundle = DataBundle("hand", np.zeros((5, 4), dtype=np.int32), seqs, 3, {"kind": "none"})
-    pop = popularity_baseline(bundle)
+    pop = popularity_baseline(bundle).details
     # valid: user 0 history [1,2,1] target 4 -> 1,2 masked, 3 (1) above 4 (0) -> rank 1
     #        user 1 history [1,3,1] target 2 -> 1,3 masked -> rank 0
     assert pop["valid"]["hr@10"] == 1.0

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tpme.cli import main
-from tpme.config import DataConfig
+from tpme.datasets.config import DataConfig
 from tpme.datasets.readers import find_files, inspect_dataset, read_dataset_dir
 from tpme.errors import TpmeError
 

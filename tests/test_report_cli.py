@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from records_factory import record
 
-from tpme.bench.runner import RunPlan, run_benchmark
 from tpme.cli import build_parser, main
-from tpme.config import preset
-from tpme.metrics.tpme import WEIGHT_PRESETS, Weights
+from tpme.metrics.tpme import WEIGHT_PRESETS
+from tpme.results.store import load_records
 
 
 @pytest.fixture(scope="module")
@@ -72,30 +71,58 @@ def test_score_lists_weight_presets(capsys) -> None:
     assert all(d["use"] and abs(sum(d["weights"]) - 1) < 1e-9 for d in data)
 
 
-class CannedLauncher:
-    """Answers every cell with a hand-built record: the runner's report step without training."""
+class CannedExecutor:
+    """Answers every cell with a hand-built record: the run's table and report steps without training."""
 
-    def run(self, spec):
-        return record(spec.method, 2.0 if spec.method == "fft" else 1.0, 100, 2**20)
+    description = "canned executor (test)"
+
+    def __init__(self) -> None:
+        self.jobs = []
+
+    def has_room(self) -> bool:
+        return True
+
+    def submit(self, job) -> None:
+        self.jobs.append(job)
+
+    def wait(self, timeout_s: float):
+        done, self.jobs = [(j, record(j.spec.method, 2.0 if j.spec.method == "fft" else 1.0, 100, 2**20)) for j in self.jobs], []
+        return done
+
+    def running(self) -> int:
+        return len(self.jobs)
+
+    def stop(self) -> None:
+        self.jobs.clear()
+
+    def close(self) -> None:
+        return None
 
 
-def plan(tmp_path: Path, report: bool) -> RunPlan:
-    return RunPlan(preset("ci"), [("fft", {}), ("frozen", {})], tmp_path, weights=Weights.parse("paper"), report=report)
+@pytest.fixture
+def canned(monkeypatch):
+    import tpme.sweep.driver as driver
+
+    monkeypatch.setattr(driver, "make_executor", lambda opts, cells: CannedExecutor())
 
 
-def test_no_report_skips_it(tmp_path: Path) -> None:
+def run_ci(tmp_path: Path, *extra: str) -> int:
+    return main(["run", "--preset", "ci", "--methods", "fft,frozen", "--out", str(tmp_path / "run"), "--quiet", *extra])
+
+
+def test_no_report_skips_it(tmp_path: Path, canned) -> None:
     assert build_parser().parse_args(["run", "--no-report"]).no_report
-    run_benchmark(plan(tmp_path, report=False), CannedLauncher(), progress=False)
-    assert (tmp_path / "table.md").is_file() and not (tmp_path / "report").exists()
+    assert run_ci(tmp_path, "--no-report") == 0
+    assert (tmp_path / "run" / "table.md").is_file() and not (tmp_path / "run" / "report").exists()
 
 
-def test_a_failing_report_is_a_warning_not_a_lost_run(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_failing_report_is_a_warning_not_a_lost_run(tmp_path: Path, monkeypatch, capsys, canned) -> None:
     import tpme.reports.build as build
 
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts")
 
     monkeypatch.setattr(build, "write_report", broken)
-    records = run_benchmark(plan(tmp_path, report=True), CannedLauncher(), progress=False)
-    assert len(records) == 2 and (tmp_path / "results.jsonl").is_file()
+    assert run_ci(tmp_path) == 0
+    assert len(load_records(tmp_path / "run")) == 2 and (tmp_path / "run" / "results.jsonl").is_file()
     assert "warning: report not written: RuntimeError: no fonts" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from records_factory import record, write_jsonl, zoo
 from tpme.errors import TpmeError
 from tpme.metrics.tpme import Weights
 from tpme.reports.build import FORMATS, parse_formats, write_report
-from tpme.reports.inputs import apply_group_by, get_field, load_inputs
+from tpme.results.load import apply_group_by, get_field, load_inputs
 from tpme.reports.plots import pareto_front
 from tpme.reports.summary import memory_breakdown, summarise
 from tpme.reports.table import render_latex, render_markdown, render_terminal
@@ -152,11 +152,11 @@ def test_terminal_and_markdown_tables_keep_working() -> None:
 
 
 def test_table_names_the_methods_replayed_from_cuda_graphs() -> None:
-    graphed = {"execution": {"cuda_graphs": {"mode": "auto", "used": True, "reason": "captured", "capture_s": 1.0}}}
-    eager = {"execution": {"cuda_graphs": {"mode": "auto", "used": False, "reason": "its step runs ...", "capture_s": None}}}
-    recs = [record("fft", 10.0, 1000, 5e8, extra=eager), record("iisan-cached", 0.1, 100, 1e7, extra=graphed)]
+    graphed = {"cuda_graphs": {"mode": "auto", "used": True, "reason": "captured", "capture_s": 1.0}}
+    eager = {"cuda_graphs": {"mode": "auto", "used": False, "reason": "its step runs ...", "capture_s": None}}
+    recs = [record("fft", 10.0, 1000, 5e8, execution=eager), record("iisan-cached", 0.1, 100, 1e7, execution=graphed)]
     assert "replayed from CUDA graphs (captured once, outside epoch time): iisan-cached; the others ran eagerly." in render_terminal(recs, PAPER)
-    assert "CUDA graphs" not in render_terminal([record("fft", 10.0, 1000, 5e8, extra=eager), record("lora", 5.0, 10, 3e8)], PAPER)
+    assert "CUDA graphs" not in render_terminal([record("fft", 10.0, 1000, 5e8, execution=eager), record("lora", 5.0, 10, 3e8)], PAPER)
 
 
 def test_effectiveness_columns_only_when_present() -> None:
@@ -164,19 +164,22 @@ def test_effectiveness_columns_only_when_present() -> None:
     assert "HR@10" in render_terminal(zoo(hr=True), PAPER)
 
 
-def test_memory_breakdown_found_wherever_the_estimate_nests_it() -> None:
-    r = record("fft", 1, 1, 1, estimate={"cuda": {"fp16": {"params_bytes": 10, "grads": 20, "optimizer_state": 30, "activations_bytes": 40}}})
-    assert memory_breakdown(r) == {"parameters": 10, "gradients": 20, "optimizer": 30, "activations": 40}
+def test_memory_breakdown_is_the_estimates_every_category() -> None:
+    """The typed breakdown, buffers and batch included (where iisan-cached's cache and the inputs sit)."""
+    full = {"parameters": 10, "buffers": 15, "gradients": 20, "optimizer_state": 30, "activations": 40, "temporaries": 5, "batch": 7}
+    assert memory_breakdown(record("iisan-cached", 1, 1, 1, estimate={"peak_memory_bytes": 127, "breakdown": full})) == full
     assert memory_breakdown(record("fft", 1, 1, 1)) == {}
     assert memory_breakdown(record("fft", 1, 1, 1, estimate={"peak_memory_bytes": 5})) == {}
+    with pytest.raises(TpmeError, match="unknown categories"):
+        record("fft", 1, 1, 1, estimate={"breakdown": {"params_bytes": 10}})
 
 
 def test_group_by_relabels_and_draws_a_trend(tmp_path: Path) -> None:
     recs = [record("fft", 40.0, 400_000, 40 * 2**20)]
     for r, t, m in ((4, 20.0, 20), (8, 21.0, 21), (16, 23.0, 22), (32, 26.0, 24)):
         recs.append(record("lora", t, 100_000 + 1000 * r, m * 2**20, options={"r": str(r), "alpha": "16"}))
-    grouped = apply_group_by(recs, "method_options.r")
-    assert [g["label"] for g in grouped] == ["fft", "lora(alpha=16) [r=4]", "lora(alpha=16) [r=8]", "lora(alpha=16) [r=16]", "lora(alpha=16) [r=32]"]
+    grouped, _ = apply_group_by(recs, "method_options.r")
+    assert [g.label for g in grouped] == ["fft", "lora(alpha=16) [r=4]", "lora(alpha=16) [r=8]", "lora(alpha=16) [r=16]", "lora(alpha=16) [r=32]"]
     result = write_report(recs, tmp_path, PAPER, ("png", "csv"), group_by="method_options.r")
     assert result.warnings == []
     assert png_size(tmp_path / "group_trend.png")[0] == 1440
@@ -193,13 +196,13 @@ def test_get_field_dotted_paths() -> None:
     r = record("lora", 1, 1, 1, options={"r": "8"})
     assert get_field(r, "method_options.r") == "8"
     assert get_field(r, "config.train.batch_size") == 8
-    assert get_field(r, "hr@10") is None
+    assert get_field(r, "estimate") is None
 
 
 def test_inputs_merge_dedupe_and_sweep_directories(tmp_path: Path) -> None:
     a = write_jsonl(tmp_path / "sweep" / "cell-a" / "results.jsonl", [record("fft", 2.0, 10, 10)])
     write_jsonl(tmp_path / "sweep" / "cell-b" / "results.jsonl", [record("frozen", 1.0, 5, 5)])
-    assert [r["method"] for r in load_inputs([tmp_path / "sweep"])] == ["fft", "frozen"]
+    assert [r.method for r in load_inputs([tmp_path / "sweep"])] == ["fft", "frozen"]
     assert len(load_inputs([a, a.parent])) == 1  # the same file twice counts once
     with pytest.raises(TpmeError):
         load_inputs([tmp_path / "missing"])

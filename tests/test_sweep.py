@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tpme.bench.record import RESULTS_FILE, append_record, empty_record
-from tpme.bench.sweep.driver import SweepOptions, run_sweep
-from tpme.bench.sweep.grid import expand
-from tpme.bench.sweep.spec import SpecErrors, load_spec
-from tpme.bench.sweep.store import ATTEMPTS_FILE, SweepState
 from tpme.cli import main
 from tpme.errors import TpmeError
+from tpme.results.record import Record
+from tpme.results.store import ATTEMPTS_FILE, RESULTS_FILE, append_record
+from tpme.sweep import driver
+from tpme.sweep.driver import DriverOptions as SweepOptions
+from tpme.sweep.spec import SpecErrors, load_spec
+from tpme.sweep.state import RunState as SweepState
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -30,6 +31,17 @@ def plugin_path(monkeypatch):
     """Cell subprocesses (and Ray workers) find tests/sweep_plugin.py through PYTHONPATH."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.syspath_prepend(str(TESTS))
+
+
+def expand(spec):
+    return spec.cells()
+
+
+def run_sweep(spec, opts, notify=lambda m: None):
+    """The driver on a spec's cells, as `tpme sweep` calls it; records as written to disk."""
+    outcome = driver.run(driver.Plan(f"sweep {spec.name}", spec.cells(), spec.plugins, spec.cache_dir, spec_path=spec.path), opts, notify=notify)
+    outcome.records = [r.to_dict() for r in outcome.records]
+    return outcome
 
 
 def write(path: Path, text: str) -> Path:
@@ -117,7 +129,7 @@ rank = [4, 8, 16]
 
 def test_partial_trailing_line_is_detected_and_moved_aside_on_resume(tmp_path):
     results = tmp_path / RESULTS_FILE
-    record = empty_record("fft", {}, {"preset": "ci"}, 0) | {"status": "ok"}
+    record = Record("fft", status="error", cell_key="k0", config={"preset": "ci"}).to_dict()
     append_record(results, record)
     with results.open("ab") as f:
         f.write(b'{"schema": "tpme.result/1", "cell_k')  # a write cut short by a crash

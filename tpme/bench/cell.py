@@ -1,9 +1,10 @@
 """One cell (method x config x repeat), measured inside the current process.
 
-Order: data, backbones, method (tower), one-off prepare (timed apart), warm-up steps,
-timed steps with memory probes (whole epochs: with HR@10 / NDCG@10 evaluated between
-them, outside the timed window), then, on CPU only, a separate untimed phase that
-tracks tensor memory. The launcher decides which process this runs in.
+Order: the scenario's training setup (data, model, the method, its one-off prepare timed
+apart), warm-up steps, timed steps with memory probes (whole epochs: with the scenario's
+quality evaluated between them, outside the timed window), then, on CPU only, a separate
+untimed phase that tracks tensor memory. Which process this runs in is the executor's
+business; the result is a typed record.
 """
 from __future__ import annotations
 
@@ -14,31 +15,30 @@ from typing import Any
 import torch
 
 from tpme.bench.convergence import evaluate_after_steps, run_epochs
-from tpme.bench.device import resolve_device, synchronize
-from tpme.bench.evaluate import Evaluator
 from tpme.bench.probes import TensorMemoryTracker, memory_probes
 from tpme.bench.provenance import provenance
-from tpme.bench.record import empty_record
-from tpme.bench.setup import build_training, count_params
 from tpme.bench.train import StepTimes, timed_steps
-from tpme.config import RunConfig
-from tpme.datasets.batching import TrainBatch
-from tpme.datasets.bundle import DataBundle
 from tpme.datasets.prefetch import Prefetcher
+from tpme.device import device_name, resolve_device, synchronize
 from tpme.methods.registry import get_method, load_plugins
+from tpme.results.record import Memory, Quality, QualityValue, Record, Timing, cell_key
+from tpme.scenarios import get_scenario
+from tpme.scenarios.base import Evaluator, TrainingSetup, count_params
+from tpme.training.batches import tensors
 
 
 @dataclass
 class CellSpec:
     method: str
-    config: dict[str, Any]  # RunConfig.to_dict()
-    data_path: str  # a saved DataBundle
+    config: dict[str, Any]  # the scenario config's to_dict()
+    data_path: str  # the prepared data file
     repeat: int = 0
     options: dict[str, str] = field(default_factory=dict)
     plugins: list[str] = field(default_factory=list)
     cache_dir: str = ".tpme-cache"
     command: list[str] = field(default_factory=list)
     estimate: bool = False  # also store the GPU-free estimate of this cell (computed after measuring)
+    scenario: str = "recommendation"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -46,6 +46,24 @@ class CellSpec:
     @classmethod
     def from_json(cls, text: str) -> "CellSpec":
         return cls(**json.loads(text))
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.method, self.options, self.config, self.repeat)
+
+    @property
+    def seed(self) -> int:
+        """The seed this repeat trains with: the config's seed plus the repeat index."""
+        return int(self.config["train"]["seed"]) + self.repeat
+
+
+def empty_record(spec: CellSpec) -> Record:
+    """The record of this cell before (or without) a measurement: identity and config only."""
+    train = spec.config.get("train", {})
+    return Record(
+        method=spec.method, scenario=spec.scenario, cell_key=spec.key, method_options=dict(spec.options), repeat=spec.repeat,
+        seed=spec.seed, preset=spec.config.get("preset"), precision=train.get("precision"), config=spec.config,
+    )
 
 
 def _tracked_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
@@ -56,23 +74,31 @@ def _tracked_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
         yield from (v for v in state.values() if isinstance(v, torch.Tensor))
 
 
-def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
+def _quality(evaluator: Evaluator, evaluation: dict[str, Any]) -> Quality:
+    """The test figures of an evaluation, each of the evaluator's metrics named with its direction."""
+    test = evaluation.get("test") or {}
+    metrics = {m.name: QualityValue(float(test[m.name]), m.higher_is_better, "test") for m in evaluator.metrics if m.name in test}
+    return Quality(metrics, evaluation)
+
+
+def run_cell(spec: CellSpec, on_step=None) -> Record:
     """Measure one cell; raises on failure (the worker turns exceptions into statuses)."""
-    cfg = RunConfig.from_dict(spec.config)
-    record = empty_record(spec.method, spec.options, spec.config, spec.repeat)
+    record = empty_record(spec)
+    scenario = get_scenario(spec.scenario)
+    cfg = scenario.config_from_dict(spec.config)
     load_plugins(spec.plugins)
     method = get_method(spec.method, spec.options)
+    scenario.check_method(method)
     device = resolve_device(cfg.train.device)
-    record.update(device=str(device), method_options=method.options_dict(), provenance=provenance(device, spec.command))
+    record.device = str(device)
+    record.method_options = method.options_dict()
+    record.provenance = provenance(device, spec.command)
 
-    bundle = DataBundle.load(spec.data_path)
-    record["data"] = bundle.stats()
-    setup = build_training(cfg, method, bundle, device, spec.cache_dir, seed=cfg.train.seed + spec.repeat)
+    setup: TrainingSetup = scenario.build_training(cfg, method, spec.data_path, device, spec.cache_dir, spec.seed)
     model, trainer, loader = setup.model, setup.trainer, setup.loader
-    optimizer = trainer.optimizer
-    record.update(prepare_time_s=setup.prepare_time_s, prepare=setup.prepare_info, steps_per_epoch=len(loader), execution=setup.execution)
-    trainable, total = count_params(model)
-    record.update(trainable_params=trainable, total_params=total)
+    record.data = setup.data_info
+    record.prepare_time_s, record.prepare, record.steps_per_epoch, record.execution = setup.prepare_time_s, setup.prepare_info, len(loader), setup.execution
+    record.trainable_params, record.total_params = count_params(model)
 
     def prefetched(it):
         return Prefetcher(it, depth=cfg.train.prefetch, pin_memory=device.type == "cuda")
@@ -83,7 +109,7 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
     synchronize(device)
 
     probes = memory_probes(device)
-    evaluator = Evaluator(bundle, loader.features, device, cfg.train.precision) if cfg.train.eval or cfg.train.early_stop else None
+    evaluator = setup.evaluator
     times = StepTimes()
     memory: dict[str, Any] = {}
     if cfg.train.epochs is not None:
@@ -98,45 +124,44 @@ def run_cell(spec: CellSpec, on_step=None) -> dict[str, Any]:
             memory.update(p.stop())
         epoch_time, source = None, "extrapolated"
         evaluation = evaluate_after_steps(evaluator, trainer) if evaluator else None
-    record["evaluation"] = evaluation
-    if evaluation:
-        record.update({"hr@10": evaluation["test"]["hr@10"], "ndcg@10": evaluation["test"]["ndcg@10"]})
+    if evaluator is not None and evaluation:
+        record.quality = _quality(evaluator, evaluation)
 
     timing = times.summary()
     if epoch_time is None:
         epoch_time = timing["step_time_s"]["median"] * len(loader)
-    record.update(epoch_time_s=epoch_time, epoch_time_source=source, step_time_s=timing["step_time_s"]["median"], timing={**timing, "warmup_steps": cfg.train.warmup_steps})
-    record["losses"] = {"first": times.losses[0], "last": times.losses[-1]}
+    record.epoch_time_s, record.epoch_time_source, record.step_time_s = epoch_time, source, timing["step_time_s"]["median"]
+    record.timing = Timing(timing["steps"], cfg.train.warmup_steps, timing["step_time_s"], timing["step_times_s"], timing["breakdown_median_s"])
+    record.losses = {"first": times.losses[0], "last": times.losses[-1]}
 
     if device.type == "cuda":
-        record.update(peak_memory_bytes=memory["peak_allocated_bytes"], memory_source="cuda_allocator")
+        record.peak_memory_bytes, record.memory_source = memory["peak_allocated_bytes"], "cuda_allocator"
         batch = next(batches)
     else:
         tracker = TensorMemoryTracker()
         with tracker:
             for _ in range(max(cfg.train.memory_steps, 1)):
                 batch = next(batches)
-                tracker.add_existing(_tracked_tensors(model, optimizer))
-                tracker.add_existing(t for t in vars(batch.items).values() if isinstance(t, torch.Tensor))
-                tracker.add_existing((batch.seq_index, batch.own, batch.log_pop))
+                tracker.add_existing(_tracked_tensors(model, trainer.optimizer))
+                tracker.add_existing(tensors(batch))
                 trainer.step(batch)
         memory["cpu_tensor_peak_bytes"] = tracker.peak
-        record.update(peak_memory_bytes=tracker.peak, memory_source="cpu_tensor_peak")
+        record.peak_memory_bytes, record.memory_source = tracker.peak, "cpu_tensor_peak"
     batches.close()
-    record["memory"] = memory
+    record.memory = Memory(**{k: v for k, v in memory.items() if k in Memory.__dataclass_fields__})
     if spec.estimate:  # after every measurement: tracking never overlaps timing
-        record["estimate"] = _estimate(spec, cfg, bundle, batch, device)
-    record["status"] = "ok"
+        record.estimate = _estimate(spec, scenario, cfg, setup, batch, device)
+    record.status = "ok"
     return record
 
 
-def _estimate(spec: CellSpec, cfg: RunConfig, bundle: DataBundle, batch: TrainBatch, device: torch.device) -> dict[str, Any]:
+def _estimate(spec: CellSpec, scenario: Any, cfg: Any, setup: TrainingSetup, batch: Any, device: torch.device):
     """The GPU-free estimate for this cell's config and batch shape (the last tracked batch on a CPU)."""
-    from tpme.bench.device import device_name
-    from tpme.bench.estimate.api import estimate_for_cell
-    from tpme.bench.estimate.fake_model import DataShape
+    from tpme.estimate.api import estimate_for_cell
+    from tpme.results.record import Estimate
 
     try:
-        return estimate_for_cell(cfg, spec.method, spec.options, DataShape(bundle.n_users, bundle.n_items), batch, device.type, device_name(device))
+        raw = estimate_for_cell(scenario, cfg, spec.method, spec.options, setup.data_shape, batch, device.type, device_name(device))
     except Exception as e:  # noqa: BLE001 - the measurement stands without its estimate; the error is recorded
-        return {"source": "estimate", "error": f"{type(e).__name__}: {e}"}
+        return Estimate(error=f"{type(e).__name__}: {e}", target="cuda" if device.type == "cuda" else "cpu")
+    return Estimate.from_dict(raw)

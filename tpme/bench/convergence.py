@@ -1,5 +1,6 @@
 """Training to convergence: timed epochs with an evaluation after each, early stopping on
-validation HR@10, and test metrics at the best validation epoch.
+the scenario's validation metric (HR@10 for the recommender, loss for a decoder), and test
+metrics at the best validation epoch.
 
 Evaluation runs outside the timed and memory-probed windows: probes are started and
 stopped around each epoch and their results merged (peaks by max, energy summed), so
@@ -14,13 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tpme.bench.evaluate import HISTORY_MASKING, K, Evaluator
 from tpme.bench.probes import Probe
-from tpme.bench.train import StepTimes, Trainer, timed_steps
-from tpme.datasets.batching import TrainBatch, TrainLoader
+from tpme.bench.train import StepTimes, timed_steps
 from tpme.datasets.prefetch import Prefetcher
+from tpme.scenarios.base import Evaluator, Loader
+from tpme.training.step import Trainer
 
-HR = f"hr@{K}"
 EPOCH_SEED_BASE = 1000  # timed epochs shuffle apart from the warm-up steps' epochs
 
 
@@ -49,14 +49,14 @@ def merge_probe_results(into: dict[str, Any], new: dict[str, Any]) -> dict[str, 
 
 def run_epochs(
     trainer: Trainer,
-    loader: TrainLoader,
+    loader: Loader,
     epochs: int,
     times: StepTimes,
     probes: list[Probe],
     evaluator: Evaluator | None,
     patience: int | None,
     on_step=None,
-    prefetched: Callable[[Iterator[TrainBatch]], Prefetcher] = Prefetcher,
+    prefetched: Callable[[Iterator[Any]], Prefetcher] = Prefetcher,
 ) -> EpochsOutcome:
     walls: list[float] = []
     memory: dict[str, Any] = {}
@@ -74,16 +74,16 @@ def run_epochs(
         if evaluator is None:
             continue
         history.append({"epoch": epoch, **evaluator.evaluate(trainer.model)})
-        if best is None or history[-1]["valid"][HR] > best["valid"][HR]:
+        if best is None or _better(evaluator, history[-1]["valid"], best["valid"]):
             best = history[-1]
         elif patience is not None and epoch - best["epoch"] >= patience:
             break
     evaluation = None
     if best is not None:
         evaluation = {
-            "k": K,
+            **evaluator.info,
             "mode": "best-validation-epoch",
-            "masking": HISTORY_MASKING,
+            "selected_by": f"valid {evaluator.select.name}",
             "best_epoch": best["epoch"],
             "valid": best["valid"],
             "test": best["test"],
@@ -95,7 +95,12 @@ def run_epochs(
     return EpochsOutcome(walls, memory, evaluation)
 
 
+def _better(evaluator: Evaluator, new: dict[str, Any], best: dict[str, Any]) -> bool:
+    name, up = evaluator.select.name, evaluator.select.higher_is_better
+    return new[name] > best[name] if up else new[name] < best[name]
+
+
 def evaluate_after_steps(evaluator: Evaluator, trainer: Trainer) -> dict[str, Any]:
     """Steps mode: one evaluation of the model as the timed steps left it."""
     result = evaluator.evaluate(trainer.model)
-    return {"k": K, "mode": "after-timed-steps", "masking": HISTORY_MASKING, **result}
+    return {**evaluator.info, "mode": "after-timed-steps", **result}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tpme.bench.estimate.cost import runs_kernel
+from tpme.estimate.cost import runs_kernel
 
 aten = torch.ops.aten
 # ops whose result the host must wait for: a value read back, or an output sized by data

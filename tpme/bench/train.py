@@ -1,52 +1,20 @@
-"""The training step and the timed loop: per-step wall time and its data / forward /
-backward / optimizer split, with the device synchronised at step boundaries."""
+"""The timed loop: per-step wall time and its data / forward / backward / optimizer split,
+with the device synchronised at step boundaries. The step itself is `training.step`'s,
+the same function the estimator runs."""
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from tpme.bench.device import autocast, synchronize
-from tpme.bench.graphs import GraphedLoss
-from tpme.datasets.batching import TrainBatch
-from tpme.models.recommender import Recommender
+from tpme.device import synchronize
+from tpme.training.step import END, Trainer
 
 PHASES = ("data", "forward", "backward", "optimizer")
-
-
-@dataclass
-class Trainer:
-    model: Recommender
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    device: torch.device
-    precision: str
-    graphed_loss: GraphedLoss | None = None  # the captured forward + backward, when used
-
-    def to_device(self, batch: TrainBatch) -> TrainBatch:
-        """A host batch on the device: into the graph's input buffers when captured."""
-        if self.graphed_loss is not None:
-            return self.graphed_loss.load(batch)
-        return batch.to(self.device, non_blocking=True)
-
-    def loss(self, batch: TrainBatch) -> torch.Tensor:
-        """The training loss of a batch on the device (replays the CUDA graphs when captured)."""
-        if self.graphed_loss is not None:
-            return self.graphed_loss(batch)
-        with autocast(self.device, self.precision):
-            return self.model(batch)
-
-    def step(self, batch: TrainBatch) -> torch.Tensor:
-        """One untimed training step (warm-up, memory tracking)."""
-        loss = self.loss(self.to_device(batch))
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
 
 
 @dataclass
@@ -87,30 +55,26 @@ class _PhaseClock:
         return a.elapsed_time(b) / 1000.0 if isinstance(a, torch.cuda.Event) else b - a
 
 
-def timed_steps(trainer: Trainer, batches: Iterator[TrainBatch], n: int, times: StepTimes, on_step=None) -> StepTimes:
+def timed_steps(trainer: Trainer, batches: Iterator[Any], n: int, times: StepTimes, on_step=None) -> StepTimes:
     """Run n steps, timing each; the device is synchronised before and after every step."""
     clock = _PhaseClock(trainer.device)
-    opt, scaler = trainer.optimizer, trainer.scaler
     synchronize(trainer.device)
     for _ in range(n):
         t0 = time.perf_counter()
         batch = trainer.to_device(next(batches))
         t_data = time.perf_counter() - t0
-        m0 = clock.mark()
-        loss = trainer.loss(batch)
-        m1 = clock.mark()
-        scaler.scale(loss).backward()
-        m2 = clock.mark()
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        m3 = clock.mark()
+        marks: dict[str, Any] = {}
+
+        def mark(phase: str) -> None:
+            marks[phase] = clock.mark()
+
+        loss = trainer.step_on_device(batch, mark)
         synchronize(trainer.device)
         times.total.append(time.perf_counter() - t0)
         times.phases["data"].append(t_data)
-        times.phases["forward"].append(clock.between(m0, m1))
-        times.phases["backward"].append(clock.between(m1, m2))
-        times.phases["optimizer"].append(clock.between(m2, m3))
+        times.phases["forward"].append(clock.between(marks["forward"], marks["backward"]))
+        times.phases["backward"].append(clock.between(marks["backward"], marks["optimizer"]))
+        times.phases["optimizer"].append(clock.between(marks["optimizer"], marks[END]))
         times.losses.append(float(loss.detach()))
         if on_step is not None:
             on_step()

@@ -11,32 +11,32 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from tpme.bench.cell import CellSpec, run_cell
-from tpme.bench.record import empty_record
+from tpme.bench.cell import CellSpec, empty_record, run_cell
+from tpme.results.record import Memory, Record
 
 
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
 
 
-def failure_record(spec: CellSpec, exc: BaseException) -> dict[str, Any]:
-    rec = empty_record(spec.method, spec.options, spec.config, spec.repeat)
-    rec["status"] = "oom" if _is_oom(exc) else "error"
-    rec["error"] = f"{type(exc).__name__}: {exc}".strip()
-    rec["traceback"] = traceback.format_exc()
-    if rec["status"] == "oom" and torch.cuda.is_available():
-        rec["memory"] = {"allocated_at_failure_bytes": torch.cuda.memory_allocated(), "peak_allocated_bytes": torch.cuda.max_memory_allocated()}
+def failure_record(spec: CellSpec, exc: BaseException) -> Record:
+    """The cell's record for a failure: its status, the error and the traceback (read from the active exception)."""
+    rec = empty_record(spec)
+    rec.status = "oom" if _is_oom(exc) else "error"
+    rec.error = f"{type(exc).__name__}: {exc}".strip()
+    rec.traceback = traceback.format_exc()
+    if rec.status == "oom" and torch.cuda.is_available():
+        rec.memory = Memory(allocated_at_failure_bytes=torch.cuda.memory_allocated(), peak_allocated_bytes=torch.cuda.max_memory_allocated())
     return rec
 
 
-def write_atomic(path: str | Path, record: dict[str, Any]) -> None:
+def write_atomic(path: str | Path, record: Record) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, default=str))
+    tmp.write_text(json.dumps(record.to_dict(), default=str))
     os.replace(tmp, path)
 
 

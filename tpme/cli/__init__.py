@@ -1,5 +1,7 @@
 """The `tpme` command. Each subcommand is a module in tpme.cli.commands exposing
 `add_parser(subparsers)`; modules are discovered, so a new command touches no other file.
+A method package may register a subcommand of its own (IISAN's `tpme cache`); it gets
+`services`, through which it reaches the scenarios without importing anything above it.
 
 Exit codes: 0 success; 1 the work ran but something failed (a cell not ok, a
 regression found); 2 bad input (unknown method, invalid weights, missing files).
@@ -29,7 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{mod.name}").add_parser(sub)
+    from tpme.methods.registry import commands as method_commands
+
+    for command in method_commands():
+        command.add_parser(sub, Services())
     return parser
+
+
+class Services:
+    """What the CLI lends the subcommands that method packages register."""
+
+    @staticmethod
+    def scenario(name: str):
+        from tpme.scenarios import get_scenario
+
+        return get_scenario(name)
 
 
 def main(argv: list[str] | None = None) -> int:

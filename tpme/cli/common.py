@@ -7,6 +7,9 @@ import sys
 from typing import Any
 
 from tpme.errors import TpmeError
+from tpme.methods.registry import parse_method_opts
+
+__all__ = ["parse_method_opts", "print_json"]
 
 
 def add_weights_arg(p: argparse.ArgumentParser) -> None:
@@ -15,24 +18,73 @@ def add_weights_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="paper", metavar="A1,A2,A3|PRESET", help=f"TPME weights for time, parameters, memory (non-negative, sum 1) or a preset: {', '.join(WEIGHT_PRESETS)} (default: paper = 0.45,0.1,0.45)")
 
 
-def parse_method_opts(items: list[str], methods: list[str]) -> dict[str, dict[str, str]]:
-    """`KEY=VALUE` applies to every selected method; `METHOD.KEY=VALUE` to that method only."""
-    per: dict[str, dict[str, str]] = {m: {} for m in methods}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise TpmeError(f"bad --method-opt {item!r}", "use KEY=VALUE or METHOD.KEY=VALUE")
-        target, dot, name = key.rpartition(".")
-        if dot and target:
-            if target not in per:
-                raise TpmeError(f"--method-opt {item!r} names method {target!r}, which is not selected", f"selected: {', '.join(methods)}")
-            per[target][name] = value
-        else:
-            for m in methods:
-                per[m][key] = value
-    return per
-
-
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+class _SkipKnown:
+    """A parser view that skips options another scenario already defined (shared flags such as
+    --dataset are defined once; each scenario reads them from the same dest)."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self._parser = parser
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> "_SkipKnown":
+        return _SkipKnown(self._parser.add_argument_group(*args, **kwargs))
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> Any:
+        known = getattr(self._parser, "_option_string_actions", {})
+        if any(f in known for f in flags):
+            return None
+        return self._parser.add_argument(*flags, **kwargs)
+
+
+def add_scenario_args(p: argparse.ArgumentParser, data: bool = True) -> None:
+    """`--scenario` and every scenario's own options (each says which scenario it belongs to)."""
+    from tpme.scenarios import available_scenarios, get_scenario
+
+    names = available_scenarios()
+    p.add_argument("--scenario", default=None, help=f"the task methods adapt: {', '.join(names)} (default: recommendation)")
+    for name in names:
+        get_scenario(name).add_arguments(_SkipKnown(p), data)  # type: ignore[arg-type]
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The training settings every scenario shares (TrainConfig); None keeps the preset's."""
+    p.add_argument("--batch-size", type=int, help="samples (users, sequences) per batch")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=int, help="timed steps; epoch time extrapolated from their median")
+    g.add_argument("--epochs", type=int, help="timed whole epochs; epoch time measured")
+    p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    p.add_argument("--early-stop", type=int, metavar="PATIENCE", help="with --epochs: stop after PATIENCE epochs without a better validation metric (implies --eval)")
+    p.add_argument("--eval", action="store_true", default=None, help="evaluate quality on held-out data: after every epoch, or once after the timed steps")
+    p.add_argument("--warmup-steps", type=int, help="untimed steps before timing")
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="autocast precision (default: the preset's)")
+    p.add_argument("--seed", type=int, help="seed of data and initialisation")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (compiled during warm-up; give enough --warmup-steps)")
+    p.add_argument("--cuda-graphs", choices=["auto", "on", "off"], help="capture the training step as CUDA graphs: auto (default) where the method allows it on a GPU "
+                   "(iisan-cached), falling back to eager with the reason recorded; on: fail instead; off: never")
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("batch_size", "steps", "epochs", "lr", "early_stop", "eval", "warmup_steps", "device", "precision", "seed", "compile", "cuda_graphs")
+    return {n: getattr(args, n, None) for n in names}
+
+
+def scenario_config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """(scenario, config): the preset of `--scenario` with every option given applied.
+
+    An option of another scenario is refused (it would be silently ignored otherwise)."""
+    from tpme.scenarios import available_scenarios, get_scenario
+
+    scenario = get_scenario(getattr(args, "scenario", None))
+    for name in available_scenarios():
+        other = get_scenario(name)
+        foreign = [d for d in other.cli_dests if d not in scenario.cli_dests and getattr(args, d, None) is not None]
+        if other is not scenario and foreign:
+            flags = ", ".join("--" + d.replace("_", "-") for d in foreign)
+            raise TpmeError(f"{flags} belong(s) to the {other.name} scenario, and this run is {scenario.name}", f"drop {flags}, or add --scenario {other.name}")
+    cfg = scenario.preset(getattr(args, "preset", None) or "default").override(**train_overrides(args), **scenario.overrides(args), **(extra or {}))
+    return scenario, cfg

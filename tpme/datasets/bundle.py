@@ -10,11 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tpme.config import DataConfig
-from tpme.datasets.preprocess import Preprocessed, Split, leave_one_out, preprocess, subsample_users
-from tpme.datasets.synthetic import SyntheticCatalog, SyntheticSpec, generate_sequences
-from tpme.datasets.tokenize import encode_titles, load_tokenizer, train_wordpiece
-from tpme.errors import TpmeError
+from tpme.datasets.preprocess import Split, leave_one_out
 
 
 @dataclass
@@ -68,40 +64,3 @@ class DataBundle:
             meta = json.loads(str(z["meta"]))
             sequences = np.split(z["flat"], np.cumsum(z["lengths"])[:-1]) if len(z["lengths"]) else []
             return cls(meta["name"], z["tokens"], list(sequences), meta["max_seq_len"], meta["image_source"], meta["info"])
-
-
-def build_bundle(cfg: DataConfig, tokenizer_dir: str | None, vocab_size: int) -> DataBundle:
-    """Read or generate the dataset named by `cfg.dataset` and tokenise its titles."""
-    kind, _, arg = cfg.dataset.partition(":")
-    if kind == "synthetic":
-        return _synthetic_bundle(arg or "small", cfg, tokenizer_dir, vocab_size)
-    path = Path(cfg.dataset)
-    if not path.exists():
-        raise TpmeError(f"dataset path {cfg.dataset!r} does not exist", "use synthetic[:tiny|small|medium|scientific] or a directory holding an items file and a users file")
-    from tpme.datasets.readers import read_dataset_dir  # registered by the real-data readers
-
-    return read_dataset_dir(path, cfg, tokenizer_dir, vocab_size)
-
-
-def tokenize(titles: list[str], text_len: int, tokenizer_dir: str | None, vocab_size: int) -> tuple[np.ndarray, dict[str, Any]]:
-    if tokenizer_dir:
-        tok, origin = load_tokenizer(tokenizer_dir), str(tokenizer_dir)
-    else:
-        tok, origin = train_wordpiece(titles, vocab_size), "wordpiece trained on item titles"
-    if tok.get_vocab_size() > vocab_size:
-        raise TpmeError(
-            f"tokenizer vocabulary ({tok.get_vocab_size()}) exceeds the text backbone's ({vocab_size})",
-            "use the tokenizer that belongs to the text backbone",
-        )
-    return encode_titles(tok, titles, text_len), {"tokenizer": origin, "tokenizer_vocab": tok.get_vocab_size(), "pad_id": tok.token_to_id("[PAD]")}
-
-
-def _synthetic_bundle(size: str, cfg: DataConfig, tokenizer_dir: str | None, vocab_size: int) -> DataBundle:
-    spec = SyntheticSpec.named(size, cfg.seed)
-    catalog = SyntheticCatalog(spec)
-    raw, users = subsample_users(generate_sequences(spec, catalog), range(spec.n_users), cfg.max_users, cfg.seed)
-    pre: Preprocessed = preprocess(raw, cfg.max_seq_len, users)
-    titles = [catalog.title(int(k)) for k in pre.item_keys]
-    tokens, tok_info = tokenize(titles, cfg.text_len, tokenizer_dir, vocab_size)
-    source = {"kind": "synthetic", "n_users": spec.n_users, "n_items": spec.n_items, "n_groups": spec.n_groups, "seed": spec.seed, "item_keys": [int(k) for k in pre.item_keys]}
-    return DataBundle(f"synthetic:{size}", tokens, pre.sequences, cfg.max_seq_len, source, tok_info)

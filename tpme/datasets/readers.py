@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from tpme.config import DataConfig
-from tpme.datasets.bundle import DataBundle, tokenize
+from tpme.datasets.config import DataConfig
+from tpme.datasets.bundle import DataBundle
 from tpme.datasets.image_stores import describe_images, is_lmdb
 from tpme.datasets.preprocess import Preprocessed, preprocess, subsample_users
+from tpme.datasets.tokenize import tokenize
 from tpme.errors import TpmeError
 
 ITEMS_GLOBS = ("*_items.tsv",)

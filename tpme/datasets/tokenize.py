@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
@@ -74,3 +75,16 @@ def encode_titles(tok: Tokenizer, titles: Sequence[str], text_len: int) -> np.nd
         tok.no_truncation()
         tok.no_padding()
     return out
+
+
+def tokenize(titles: list[str], text_len: int, tokenizer_dir: str | None, vocab_size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    if tokenizer_dir:
+        tok, origin = load_tokenizer(tokenizer_dir), str(tokenizer_dir)
+    else:
+        tok, origin = train_wordpiece(titles, vocab_size), "wordpiece trained on item titles"
+    if tok.get_vocab_size() > vocab_size:
+        raise TpmeError(
+            f"tokenizer vocabulary ({tok.get_vocab_size()}) exceeds the text backbone's ({vocab_size})",
+            "use the tokenizer that belongs to the text backbone",
+        )
+    return encode_titles(tok, titles, text_len), {"tokenizer": origin, "tokenizer_vocab": tok.get_vocab_size(), "pad_id": tok.token_to_id("[PAD]")}

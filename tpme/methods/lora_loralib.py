@@ -5,7 +5,6 @@ and change a weight that must stay the pretrained one.
 """
 from __future__ import annotations
 
-import loralib
 import torch
 from torch import nn
 
@@ -17,6 +16,8 @@ from tpme.models.item_tower import DualEncoderTower, ItemTower
 
 
 def replace_with_loralib(model: nn.Module, pattern: str, o: LoraOptions) -> int:
+    import loralib  # optional: only this method needs it
+
     t = targets_for(model)
     names = t.matching(model, pattern)
     for name in names:
@@ -37,8 +38,11 @@ def replace_with_loralib(model: nn.Module, pattern: str, o: LoraOptions) -> int:
 @register_method("lora-loralib", "LoRA with loralib layers on query/value of every layer of both backbones, pretrained weights copied in; + heads")
 class LoraLoralib(Method):
     Options = LoraOptions
+    requires = {"loralib": "pip install loralib (or tpme's default dependencies)"}
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
+        import loralib
+
         for model in (backbones.text, backbones.image):
             t = targets_for(model)
             replace_with_loralib(model, either(t.query, t.value), self.options)

@@ -4,12 +4,16 @@ Three ways in: `@register_method` in a module of this package (imported on first
 a third-party package's entry point in the group `tpme.methods` (loaded on first use;
 the entry point names a module or a Method subclass), and `--plugin MODULE`, which
 imports a module that registers. Families (`peft:<type>`) register a prefix and a
-factory that makes a method from the suffix.
+factory that makes a method from the suffix. A method declares the scenarios it adapts
+and the optional packages it needs; a missing package makes that method alone
+unavailable, with the install command, never the registry. A method package may also
+register a subcommand of `tpme` (IISAN's `tpme cache`).
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import pkgutil
 import typing
 from collections.abc import Callable, Iterable
@@ -57,6 +61,8 @@ class Method:
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     uses_backbones_in_training: ClassVar[bool] = True
+    scenarios: ClassVar[frozenset[str]] = frozenset({"recommendation"})  # the tasks this method adapts
+    requires: ClassVar[dict[str, str]] = {}  # optional module -> how to install it
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
@@ -88,6 +94,17 @@ class Method:
     def options_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.options) if dataclasses.is_dataclass(self.options) else {}
 
+    def unsupported_reason(self, scenario: str) -> str | None:
+        """Why this method cannot run in `scenario`, or None when it can."""
+        if scenario in self.scenarios:
+            return None
+        return f"{self.name} is made for the {' and '.join(sorted(self.scenarios))} scenario{'s' if len(self.scenarios) > 1 else ''}"
+
+
+def missing_requirements(cls: type[Method]) -> list[tuple[str, str]]:
+    """(module, install hint) of every optional package the method needs and this Python lacks."""
+    return [(m, hint) for m, hint in cls.requires.items() if importlib.util.find_spec(m) is None]
+
 
 @dataclass(frozen=True)
 class Family:
@@ -98,6 +115,8 @@ class Family:
 
 _METHODS: dict[str, type[Method]] = {}
 _FAMILIES: dict[str, Family] = {}
+_COMMANDS: list[Any] = []  # objects with add_parser(subparsers, services), registered by method packages
+_BROKEN: dict[str, str] = {}  # built-in module -> why it failed to import
 _loaded = False
 
 
@@ -118,6 +137,17 @@ def register_family(prefix: str, description: str, factory: Callable[[str, dict[
     _FAMILIES[prefix] = Family(prefix, description, factory)
 
 
+def register_command(command: Any) -> None:
+    """A `tpme` subcommand a method package provides: an object with `add_parser(subparsers, services)`."""
+    if command not in _COMMANDS:
+        _COMMANDS.append(command)
+
+
+def commands() -> list[Any]:
+    _load_builtin_and_entry_points()
+    return list(_COMMANDS)
+
+
 def _load_builtin_and_entry_points() -> None:
     global _loaded
     if _loaded:
@@ -127,7 +157,10 @@ def _load_builtin_and_entry_points() -> None:
 
     for mod in pkgutil.iter_modules(pkg.__path__):
         if mod.name not in ("registry",) and not mod.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+            try:
+                importlib.import_module(f"{pkg.__name__}.{mod.name}")
+            except ImportError as e:  # one module's missing package never hides the other methods
+                _BROKEN[mod.name] = f"{type(e).__name__}: {e}"
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
@@ -144,12 +177,23 @@ def load_plugins(modules: Iterable[str]) -> None:
             importlib.import_module(name)
         except ImportError as e:
             raise TpmeError(f"cannot import plugin module {name!r}: {e}", "check the module name and that it is on PYTHONPATH") from e
+        except Exception as e:  # a plugin that raises while importing: its fault, named, never a traceback
+            raise TpmeError(f"plugin module {name!r} failed while importing: {type(e).__name__}: {e}", "fix the plugin, or drop --plugin") from e
 
 
-def available_methods() -> dict[str, str]:
-    """Concrete registered methods, name -> description, in registration order."""
+def available_methods(scenario: str | None = None) -> dict[str, str]:
+    """Concrete registered methods, name -> description, in registration order; with a scenario,
+    those that adapt it and whose optional packages are installed (what `--methods all` runs)."""
     _load_builtin_and_entry_points()
-    return {name: cls.description for name, cls in _METHODS.items()}
+    return {
+        name: cls.description for name, cls in _METHODS.items()
+        if scenario is None or (scenario in cls.scenarios and not missing_requirements(cls))
+    }
+
+
+def method_classes() -> dict[str, type[Method]]:
+    _load_builtin_and_entry_points()
+    return dict(_METHODS)
 
 
 def families() -> dict[str, str]:
@@ -204,19 +248,41 @@ def get_method(name: str, options: dict[str, str] | None = None) -> Method:
     options = options or {}
     if name in _METHODS:
         cls = _METHODS[name]
+        missing = missing_requirements(cls)
+        if missing:
+            raise TpmeError(f"method {name!r} needs the package(s) {', '.join(m for m, _ in missing)}, which are not installed", "; ".join(h for _, h in missing))
         return cls(parse_options(cls.Options, options, name))
     prefix, sep, suffix = name.partition(":")
     if sep and prefix in _FAMILIES:
         return _FAMILIES[prefix].factory(suffix, options)
     known = ", ".join([*_METHODS, *(f"{p}:<type>" for p in _FAMILIES)])
-    raise TpmeError(f"unknown method {name!r}", f"known methods: {known}; add one with --plugin MODULE")
+    broken = "".join(f"; module {m} failed to load ({why})" for m, why in _BROKEN.items())
+    raise TpmeError(f"unknown method {name!r}", f"known methods: {known}; add one with --plugin MODULE{broken}")
 
 
-def resolve_method_names(spec: str) -> list[str]:
-    """`all` or a comma list -> method names, each checked to exist."""
-    names = list(available_methods()) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+def resolve_method_names(spec: str, scenario: str | None = None) -> list[str]:
+    """`all` (every method of the scenario that can run here) or a comma list -> method names, each checked to exist."""
+    names = list(available_methods(scenario)) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         raise TpmeError("no methods given", "use --methods all or a comma-separated list")
     for n in names:
         get_method(n)  # raises with the list of known methods
     return names
+
+
+def parse_method_opts(items: list[str], methods: list[str]) -> dict[str, dict[str, str]]:
+    """`KEY=VALUE` applies to every selected method; `METHOD.KEY=VALUE` to that method only."""
+    per: dict[str, dict[str, str]] = {m: {} for m in methods}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TpmeError(f"bad --method-opt {item!r}", "use KEY=VALUE or METHOD.KEY=VALUE")
+        target, dot, name = key.rpartition(".")
+        if dot and target:
+            if target not in per:
+                raise TpmeError(f"--method-opt {item!r} names method {target!r}, which is not selected", f"selected: {', '.join(methods)}")
+            per[target][name] = value
+        else:
+            for m in methods:
+                per[m][key] = value
+    return per

@@ -14,10 +14,11 @@ from tpme.metrics.aggregate import entries_from_records
 from tpme.metrics.sensitivity import Sensitivity, sensitivity
 from tpme.metrics.tpme import Weights
 from tpme.reports.html import EmbeddedFigure, render_html
-from tpme.reports.inputs import apply_group_by
 from tpme.reports.provenance import Provenance, collect
 from tpme.reports.summary import Summary, summarise
 from tpme.reports.table import build_table, render_csv, render_latex, render_markdown_table
+from tpme.results.load import apply_group_by
+from tpme.results.record import Record
 
 FORMATS = ("html", "md", "latex", "csv", "json", "png", "svg")
 PNG_DPI = 200
@@ -58,10 +59,10 @@ def _sources_sentence(summary: Summary) -> str:
 CAPTIONS = {
     "efficiency": "Methods in TPME rank order (best at the top). P on a log scale. Hatched bars: extrapolated (//) or estimated (..) figures.",
     "time_memory": "Dashed line: the Pareto front (no other method has both a shorter epoch and a lower peak). Marker area proportional to trainable parameters.",
-    "effectiveness": "Effectiveness (full ranking, history masked) against TPME under the report's weights: up and to the left is better.",
+    "effectiveness": "Quality against TPME under the report's weights: more efficient to the left; each axis says which way is better.",
     "step_times": "Boxes: quartiles and median of the timed steps (warm-up excluded) over all repeats; dots: single steps. Measured.",
     "step_breakdown": "Median time per step in data loading, forward, backward and optimizer step, measured with device synchronisation between phases.",
-    "memory_breakdown": "Peak memory by category from the GPU-free estimate (not measured).",
+    "memory_breakdown": "Peak memory by category from the GPU-free estimate (not measured); buffers hold resident caches (iisan-cached's hidden states), batch the inputs.",
     "group_trend": "One line per method against the group-by field; dashed: methods without that field, for reference. TPME is normalised over every label in the report.",
     "sensitivity": "Colour: the method with the lowest TPME at those weights (computed per pixel); grey: a tie. Star: the report's weights; dots: the named weight presets. Legend: share of the grid where each method wins.",
 }
@@ -147,7 +148,7 @@ def sensitivity_markdown(sens: Sensitivity) -> list[str]:
 
 
 def write_report(
-    records: list[dict[str, Any]],
+    records: list[Record],
     out_dir: str | Path,
     weights: Weights,
     formats: list[str] | tuple[str, ...] = FORMATS,
@@ -160,9 +161,10 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     result = ReportResult(out)
     formats = list(formats)
+    group_values: dict[str, Any] = {}
     if group_by:
-        records = apply_group_by(records, group_by)
-    summary = summarise(records, weights, group_by)
+        records, group_values = apply_group_by(records, group_by)
+    summary = summarise(records, weights, group_by, group_values)
     entries = entries_from_records(records)
     sens = sensitivity(entries, weights, step) if entries else None
     prov = collect(records, summary, [str(i) for i in (inputs or [])])

@@ -21,10 +21,9 @@ from typing import Any
 from tpme.errors import TpmeError
 from tpme.metrics.aggregate import entries_from_records
 from tpme.metrics.tpme import Entry, Weights, score
+from tpme.results.record import Record
 
-METRICS = (  # name, lower is better
-    ("epoch_time_s", True), ("trainable_params", True), ("peak_memory_bytes", True), ("tpme", True), ("hr@10", False), ("ndcg@10", False),
-)
+EFFICIENCY = (("epoch_time_s", True), ("trainable_params", True), ("peak_memory_bytes", True), ("tpme", True))  # name, lower is better
 # Settings that change how long or how carefully a cell measures, not what it measures.
 IRRELEVANT_CONFIG = ("preset", "train.device", "train.steps", "train.warmup_steps", "train.memory_steps")
 
@@ -84,18 +83,18 @@ def _drop(config: dict[str, Any], path: str) -> None:
         node.pop(parts[-1], None)
 
 
-def relevant_config(record: dict[str, Any]) -> str:
-    cfg = copy.deepcopy(record.get("config") or {})
+def relevant_config(record: Record) -> str:
+    cfg = copy.deepcopy(record.config)
     for path in IRRELEVANT_CONFIG:
         _drop(cfg, path)
     return json.dumps(cfg, sort_keys=True)
 
 
-def device_name(record: dict[str, Any]) -> str | None:
-    return ((record.get("provenance") or {}).get("device") or {}).get("name") or record.get("device")
+def device_name(record: Record) -> str | None:
+    return record.provenance.device_name or record.device
 
 
-def mismatches(baseline: list[dict[str, Any]], candidate: list[dict[str, Any]]) -> list[str]:
+def mismatches(baseline: list[Record], candidate: list[Record]) -> list[str]:
     out = []
     bd, cd = sorted({str(device_name(r)) for r in baseline}), sorted({str(device_name(r)) for r in candidate})
     if bd != cd:
@@ -128,8 +127,20 @@ def _config_diff(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def _values(records: list[dict[str, Any]], label: str, metric: str) -> list[float]:
-    return [r[metric] for r in records if (r.get("label") or r["method"]) == label and r.get("status") == "ok" and isinstance(r.get(metric), (int, float))]
+def _values(records: list[Record], label: str, metric: str) -> list[float]:
+    """A figure of a label's ok records: an efficiency field, or a quality metric by name."""
+    ok = [r for r in records if r.label == label and r.ok]
+    values = [r.quality_value(metric) if metric in r.quality.metrics else getattr(r, metric, None) for r in ok]
+    return [v for v in values if isinstance(v, (int, float))]
+
+
+def _metrics(baseline: list[Record], candidate: list[Record]) -> list[tuple[str, bool]]:
+    """Efficiency figures first, then every quality metric either side carries, with its direction."""
+    quality: dict[str, bool] = {}
+    for r in baseline + candidate:
+        for name, q in r.quality.metrics.items():
+            quality.setdefault(name, not q.higher_is_better)
+    return [*EFFICIENCY, *quality.items()]
 
 
 def _spread(values: list[float]) -> float:
@@ -139,7 +150,7 @@ def _spread(values: list[float]) -> float:
     return (max(values) - min(values)) / abs(med) if med else 0.0
 
 
-def common_scale_tpme(baseline: list[dict[str, Any]], candidate: list[dict[str, Any]], labels: set[str], weights: Weights) -> tuple[dict[str, float], dict[str, float]]:
+def common_scale_tpme(baseline: list[Record], candidate: list[Record], labels: set[str], weights: Weights) -> tuple[dict[str, float], dict[str, float]]:
     """TPME of each side with every term normalised over both sides' values (see the module doc)."""
     b = [e for e in entries_from_records(baseline) if e.method in labels]
     c = [e for e in entries_from_records(candidate) if e.method in labels]
@@ -151,9 +162,9 @@ def common_scale_tpme(baseline: list[dict[str, Any]], candidate: list[dict[str, 
     return bt, ct
 
 
-def compare(baseline: list[dict[str, Any]], candidate: list[dict[str, Any]], threshold: float, weights: Weights) -> CompareResult:
-    def labels(rs: list[dict[str, Any]]) -> list[str]:
-        return list(dict.fromkeys((r.get("label") or r["method"]) for r in rs))
+def compare(baseline: list[Record], candidate: list[Record], threshold: float, weights: Weights) -> CompareResult:
+    def labels(rs: list[Record]) -> list[str]:
+        return list(dict.fromkeys(r.label for r in rs))
 
     bl, cl = labels(baseline), labels(candidate)
     common = [x for x in bl if x in cl]
@@ -163,7 +174,7 @@ def compare(baseline: list[dict[str, Any]], candidate: list[dict[str, Any]], thr
     bt, ct = common_scale_tpme(baseline, candidate, ok_common, weights)
     rows = []
     for lab in common:
-        for metric, lower_better in METRICS:
+        for metric, lower_better in _metrics(baseline, candidate):
             if metric == "tpme":
                 b_vals = [bt[lab]] if lab in bt else []
                 c_vals = [ct[lab]] if lab in ct else []

@@ -30,7 +30,10 @@ RC = {
 }
 HATCH = {"extrapolated": "//", "estimated": "..", "mixed": "xx"}
 PHASE_COLOURS = {"data": "#bab0ac", "forward": "#4e79a7", "backward": "#f28e2b", "optimizer": "#59a14f"}
-CATEGORY_COLOURS = {"parameters": "#4e79a7", "gradients": "#f28e2b", "optimizer": "#59a14f", "activations": "#e15759", "temporaries": "#b07aa1", "overhead": "#bab0ac"}
+CATEGORY_COLOURS = {  # every category of results.MEMORY_CATEGORIES, in stacking order
+    "parameters": "#4e79a7", "buffers": "#76b7b2", "gradients": "#f28e2b", "optimizer_state": "#59a14f",
+    "activations": "#e15759", "temporaries": "#b07aa1", "batch": "#edc948",
+}
 TIE_COLOUR = "#dddddd"
 
 
@@ -194,22 +197,24 @@ def _auto_log(ax: Any, values: list[float], axis: str) -> None:
 
 
 def effectiveness(summary: Summary, _: Any = None) -> Figure | None:
-    rows = [r for r in summary.scored if r.hr10 is not None or r.ndcg10 is not None]
-    if not rows:
+    """One panel per quality metric (at most four) against TPME."""
+    metrics = summary.quality_metrics[:4]
+    rows = [r for r in summary.scored if r.quality]
+    if not rows or not metrics:
         return None
     colours = summary.colours()
     fig = Figure(figsize=(WIDTH, 3.2), layout="constrained")
-    axes = fig.subplots(1, 2, sharex=True)
-    for ax, name, get in ((axes[0], "HR@10", lambda r: r.hr10), (axes[1], "NDCG@10", lambda r: r.ndcg10)):
-        pts = [(r.tpme, get(r), r.label) for r in rows if get(r) is not None]
+    axes = np.atleast_1d(fig.subplots(1, len(metrics), sharex=True))
+    for ax, q in zip(axes, metrics):
+        pts = [(r.tpme, r.quality[q.name], r.label) for r in rows if q.name in r.quality]
         for x, v, lab in pts:
             ax.scatter([x], [v], s=60, color=colours[lab], edgecolor="black", linewidth=0.5, zorder=2)
         ax.set_xlabel("TPME (lower is more efficient)")
-        ax.set_ylabel(name)
-        ax.set_title(f"{name} vs TPME")
+        ax.set_ylabel(f"{q.title} ({'higher' if q.higher_is_better else 'lower'} is better)")
+        ax.set_title(f"{q.title} vs TPME")
         ax.margins(0.2)
-    for ax, get in ((axes[0], lambda r: r.hr10), (axes[1], lambda r: r.ndcg10)):
-        pts = [(r.tpme, get(r), r.label) for r in rows if get(r) is not None]
+    for ax, q in zip(axes, metrics):
+        pts = [(r.tpme, r.quality[q.name], r.label) for r in rows if q.name in r.quality]
         place_labels(fig, ax, [(p[0], p[1]) for p in pts], [p[2] for p in pts], [4.5] * len(pts))
     return fig
 

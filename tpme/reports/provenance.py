@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tpme.reports.summary import Summary
+from tpme.results.record import Record
 
 
 @dataclass
@@ -53,24 +54,24 @@ def _unique(values: list[Any]) -> list[Any]:
     return list(dict.fromkeys(v for v in values if v not in (None, "")))
 
 
-def _device(rec: dict[str, Any]) -> str | None:
-    d = (rec.get("provenance") or {}).get("device") or {}
-    name = d.get("name") or rec.get("device")
+def _device(rec: Record) -> str | None:
+    d = rec.provenance.device
+    name = rec.provenance.device_name or rec.device
     if name and d.get("driver"):
         name += f" (driver {d['driver']})"
     return name
 
 
-def collect(records: list[dict[str, Any]], summary: Summary, inputs: list[str]) -> Provenance:
-    provs = [r.get("provenance") or {} for r in records]
+def collect(records: list[Record], summary: Summary, inputs: list[str]) -> Provenance:
+    provs = [r.provenance for r in records]
     versions: dict[str, list[str]] = {}
     for p in provs:
-        for k, v in (p.get("versions") or {}).items():
+        for k, v in p.versions.items():
             if v and v not in versions.setdefault(k, []):
                 versions[k].append(v)
-    configs = _unique([json.dumps(r.get("config"), sort_keys=True) for r in records if r.get("config")])
+    configs = _unique([json.dumps(r.config, sort_keys=True) for r in records if r.config])
     sources = [
-        {"label": r.label, "epoch_time": r.epoch_time_source, "memory": r.memory_kind, "memory_source": r.memory_source, "effectiveness": "measured" if r.hr10 is not None else None}
+        {"label": r.label, "epoch_time": r.epoch_time_source, "memory": r.memory_kind, "memory_source": r.memory_source, "effectiveness": "measured" if r.quality else None}
         for r in summary.rows if r.ok
     ]
     failures = [{"label": row.label, **f} for row in summary.rows for f in row.failures]
@@ -78,10 +79,10 @@ def collect(records: list[dict[str, Any]], summary: Summary, inputs: list[str]) 
         inputs=inputs,
         devices=_unique([_device(r) for r in records]),
         versions=versions,
-        commands=_unique([" ".join(p["command"]) if isinstance(p.get("command"), list) else p.get("command") for p in provs]),
-        presets=_unique([r.get("preset") for r in records]),
-        commits=_unique([p.get("git_commit") for p in provs]),
-        hosts=_unique([p.get("host") for p in provs]),
+        commands=_unique([" ".join(p.command) if isinstance(p.command, list) else p.command for p in provs]),
+        presets=_unique([r.preset for r in records]),
+        commits=_unique([p.git_commit for p in provs]),
+        hosts=_unique([p.host for p in provs]),
         configs=[json.loads(c) for c in configs],
         sources=sources,
         failures=failures,

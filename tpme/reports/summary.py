@@ -3,22 +3,15 @@ report is drawn from, plus the per-method colours that keep figures consistent."
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from tpme.metrics.aggregate import score_records
 from tpme.metrics.tpme import Weights
+from tpme.results.aggregate import by_label
+from tpme.results.quality import QualityMetric, metric
+from tpme.results.record import MEMORY_CATEGORIES, Baseline, Record
 
-MEMORY_CATEGORIES = ("parameters", "gradients", "optimizer", "activations", "temporaries", "overhead")
-CATEGORY_ALIASES = {
-    "params": "parameters", "param": "parameters", "weights": "parameters",
-    "grads": "gradients", "grad": "gradients",
-    "optimizer_state": "optimizer", "optim": "optimizer", "optimizer_states": "optimizer",
-    "activation": "activations", "acts": "activations",
-    "temporary": "temporaries", "temp": "temporaries",
-    "runtime_overhead": "overhead",
-}
 # Fixed colours for the methods of DESIGN section 3, so a method looks the same in every report.
 KNOWN_COLOURS = {
     "fft": "#d62728", "frozen": "#7f7f7f", "adapter": "#ff7f0e", "lora": "#1f77b4", "lora-loralib": "#17becf",
@@ -48,12 +41,11 @@ class Row:
     t_norm: float | None = None
     p_norm: float | None = None
     m_norm: float | None = None
-    hr10: float | None = None
-    ndcg10: float | None = None
+    quality: dict[str, float] = field(default_factory=dict)  # metric name -> median over ok repeats
     cuda_graphs: bool = False  # every ok repeat's step was replayed from CUDA graphs
     step_times_s: list[float] = field(default_factory=list)
     breakdown_s: dict[str, float] = field(default_factory=dict)
-    memory_breakdown: dict[str, float] = field(default_factory=dict)
+    memory_breakdown: dict[str, float] = field(default_factory=dict)  # MEMORY_CATEGORIES -> bytes, from the estimates
     failures: list[dict[str, Any]] = field(default_factory=list)  # {repeat, status, error}
 
     @property
@@ -69,6 +61,8 @@ class Summary:
     rows: list[Row]
     weights: Weights
     group_by: str | None = None
+    quality_metrics: list[QualityMetric] = field(default_factory=list)  # in the order records name them
+    baselines: list[Baseline] = field(default_factory=list)  # references (popularity), never scored
 
     @property
     def scored(self) -> list[Row]:
@@ -76,7 +70,7 @@ class Summary:
 
     @property
     def has_effectiveness(self) -> bool:
-        return any(r.hr10 is not None or r.ndcg10 is not None for r in self.rows)
+        return any(r.quality for r in self.rows)
 
     def colours(self) -> dict[str, str]:
         """Colour per row label: by method when grouped (variants of a method share it)."""
@@ -107,26 +101,12 @@ def memory_kind(source: str | None) -> str | None:
     return "estimated" if "estim" in source else "measured"
 
 
-def memory_breakdown(record: dict[str, Any]) -> dict[str, float]:
-    """Peak memory by category from a record's `estimate` object, wherever it nests the numbers:
-    the first dict with at least two known category keys (aliases accepted) and numeric values."""
-    def search(node: Any, depth: int) -> dict[str, float]:
-        if not isinstance(node, dict) or depth > 4:
-            return {}
-        found = {}
-        for k, v in node.items():
-            name = CATEGORY_ALIASES.get(str(k).lower().removesuffix("_bytes"), str(k).lower().removesuffix("_bytes"))
-            if name in MEMORY_CATEGORIES and isinstance(v, (int, float)) and not isinstance(v, bool):
-                found[name] = found.get(name, 0.0) + float(v)
-        if len(found) >= 2:
-            return found
-        for v in node.values():
-            sub = search(v, depth + 1)
-            if sub:
-                return sub
+def memory_breakdown(record: Record) -> dict[str, float]:
+    """Peak memory by category from the record's estimate, every category it names (buffers and
+    the batch included: that is where a method's resident cache sits)."""
+    if record.estimate is None:
         return {}
-
-    return search(record.get("estimate"), 0)
+    return {k: float(record.estimate.breakdown[k]) for k in MEMORY_CATEGORIES if k in record.estimate.breakdown}
 
 
 def _source(values: list[str | None]) -> str | None:
@@ -137,44 +117,50 @@ def _source(values: list[str | None]) -> str | None:
 
 
 def _median_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
-    keys = [k for d in dicts for k in d if isinstance(d.get(k), (int, float))]
-    out = {}
-    for k in dict.fromkeys(keys):
-        vals = [d[k] for d in dicts if isinstance(d.get(k), (int, float))]
-        out[k] = statistics.median(vals)
-    return out
+    keys = [k for d in dicts for k in d]
+    return {k: statistics.median(d[k] for d in dicts if k in d) for k in dict.fromkeys(keys)}
 
 
-def _optional_median(values: list[Any]) -> float | None:
-    vals = [v for v in values if isinstance(v, (int, float))]
-    return statistics.median(vals) if vals else None
-
-
-def summarise(records: list[dict[str, Any]], weights: Weights, group_by: str | None = None) -> Summary:
-    """Rows in rank order (failed labels last, in input order)."""
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def quality_metrics(records: list[Record]) -> list[QualityMetric]:
+    """The quality metrics the records carry, each with the direction the records give it."""
+    found: dict[str, QualityMetric] = {}
     for r in records:
-        groups[r.get("label") or r["method"]].append(r)
+        for name, q in r.quality.metrics.items():
+            found.setdefault(name, QualityMetric(name, metric(name).title, q.higher_is_better))
+    return list(found.values())
+
+
+def baselines(records: list[Record]) -> list[Baseline]:
+    """The distinct references the records were measured beside (one per name and figures)."""
+    seen: dict[str, Baseline] = {}
+    for r in records:
+        for b in r.baselines.values():
+            key = f"{b.name}:{sorted((k, v.value) for k, v in b.quality.items())}"
+            seen.setdefault(key, b)
+    return list(seen.values())
+
+
+def summarise(records: list[Record], weights: Weights, group_by: str | None = None, group_values: dict[str, Any] | None = None) -> Summary:
+    """Rows in rank order (failed labels last, in input order); `group_values`: label -> value of the group-by field."""
     scores = score_records(records, weights)
     rows = []
-    for name, rs in groups.items():
-        ok = [r for r in rs if r.get("status") == "ok"]
-        row = Row(label=name, method=rs[0].get("method") or name, group_value=rs[0].get("group_value"), repeats=len(rs), ok=len(ok))
-        row.failures = [{"repeat": r.get("repeat"), "status": r.get("status"), "error": r.get("error") or ""} for r in rs if r.get("status") != "ok"]
+    for name, rs in by_label(records).items():
+        ok = [r for r in rs if r.ok]
+        row = Row(label=name, method=rs[0].method, group_value=(group_values or {}).get(name), repeats=len(rs), ok=len(ok))
+        row.failures = [{"repeat": r.repeat, "status": r.status, "error": r.error or ""} for r in rs if not r.ok]
         if ok:
-            t = [r["epoch_time_s"] for r in ok]
-            p = [r["trainable_params"] for r in ok]
-            m = [r["peak_memory_bytes"] for r in ok]
-            row.epoch_time_s, row.trainable_params, row.peak_memory_bytes = statistics.median(t), statistics.median(p), statistics.median(m)
-            row.epoch_time_source = _source([r.get("epoch_time_source") for r in ok])
-            row.memory_source = _source([r.get("memory_source") for r in ok])
-            row.memory_kind = _source([memory_kind(r.get("memory_source")) for r in ok])
-            row.hr10 = _optional_median([r.get("hr@10") for r in ok])
-            row.ndcg10 = _optional_median([r.get("ndcg@10") for r in ok])
-            row.cuda_graphs = all(((r.get("execution") or {}).get("cuda_graphs") or {}).get("used") for r in ok)
-            row.step_times_s = [float(x) for r in ok for x in ((r.get("timing") or {}).get("step_times_s") or [])]
-            row.breakdown_s = _median_dicts([(r.get("timing") or {}).get("breakdown_median_s") or {} for r in ok])
-            row.memory_breakdown = _median_dicts([memory_breakdown(r) for r in ok])
+            row.epoch_time_s = statistics.median(r.epoch_time_s for r in ok)
+            row.trainable_params = statistics.median(r.trainable_params for r in ok)
+            row.peak_memory_bytes = statistics.median(r.peak_memory_bytes for r in ok)
+            row.epoch_time_source = _source([r.epoch_time_source for r in ok])
+            row.memory_source = _source([r.memory_source for r in ok])
+            row.memory_kind = _source([memory_kind(r.memory_source) for r in ok])
+            row.quality = _median_dicts([{k: v.value for k, v in r.quality.metrics.items()} for r in ok])
+            row.cuda_graphs = all((r.execution.get("cuda_graphs") or {}).get("used") for r in ok)
+            row.step_times_s = [float(x) for r in ok for x in r.timing.step_times_s]
+            row.breakdown_s = _median_dicts([r.timing.breakdown_median_s for r in ok])
+            breakdowns = [b for b in (memory_breakdown(r) for r in ok) if b]
+            row.memory_breakdown = _median_dicts(breakdowns) if breakdowns else {}
         s = scores.get(name)
         if s is not None:
             row.tpme, row.rank, row.t_norm, row.p_norm, row.m_norm = s.tpme, s.rank, s.t_norm, s.p_norm, s.m_norm
@@ -184,4 +170,4 @@ def summarise(records: list[dict[str, Any]], weights: Weights, group_by: str | N
         if largest and r.trainable_params is not None:
             r.params_share = r.trainable_params / largest
     rows.sort(key=lambda r: (r.rank is None, r.rank or 0))
-    return Summary(rows, weights, group_by)
+    return Summary(rows, weights, group_by, quality_metrics(records), baselines(records))

@@ -11,19 +11,18 @@ import csv
 import html
 import io
 from dataclasses import dataclass
-from typing import Any
-
 from tpme.metrics.tpme import Weights
 from tpme.reports.format import fmt_float
 from tpme.reports.summary import Row, Summary, summarise
+from tpme.results.record import Record
 
 TIME_MARK = {"measured": "", "extrapolated": "*", "estimated": "~", "mixed": "+"}
 MEMORY_SOURCES = {"cuda_allocator": "CUDA allocator peak allocated", "cpu_tensor_peak": "CPU tensor-level peak"}
 CSV_COLUMNS = (
     "label", "method", "group_value", "rank", "tpme", "t_norm", "p_norm", "m_norm", "epoch_time_s", "epoch_time_source",
-    "trainable_params", "trainable_params_pct_of_max", "peak_memory_bytes", "memory_source", "hr@10", "ndcg@10",
-    "repeats", "repeats_ok", "status", "error", "weight_time", "weight_params", "weight_memory",
+    "trainable_params", "trainable_params_pct_of_max", "peak_memory_bytes", "memory_source",
 )
+CSV_TAIL = ("repeats", "repeats_ok", "status", "error", "weight_time", "weight_params", "weight_memory")
 
 
 def fmt_time(s: float) -> str:
@@ -64,9 +63,8 @@ def build_table(summary: Summary, status_column: bool = True) -> Table:
     rows = summary.rows
     pu, mu = params_unit(rows), memory_unit(rows)
     headers = ["method", f"trainable params ({pu.name})" if pu.name else "trainable params", "% of max", f"peak memory ({mu.name})", "epoch time (s)", "TPME", "rank"]
-    effectiveness = summary.has_effectiveness
-    if effectiveness:
-        headers += ["HR@10", "NDCG@10"]
+    quality = summary.quality_metrics
+    headers += [q.title for q in quality]
     if status_column:
         headers.append("status")
     cells = []
@@ -83,15 +81,14 @@ def build_table(summary: Summary, status_column: bool = True) -> Table:
                 fmt_float(r.tpme),
                 str(r.rank) if r.rank is not None else "-",
             ]
-            if effectiveness:
-                line += [fmt_float(r.hr10, 4), fmt_float(r.ndcg10, 4)]
+            line += [fmt_float(r.quality.get(q.name), 4) for q in quality]
             if status_column:
                 line.append(r.status)
         if status_column and r.ok == 0:
             err = r.failures[0]["error"].strip().splitlines()[-1:] if r.failures and r.failures[0]["error"] else []
             line[-1] = f"{r.status}: {err[0][:60]}" if err else r.status
         cells.append(line)
-    numeric = set(range(1, 7 + (2 if effectiveness else 0)))
+    numeric = set(range(1, 7 + len(quality)))
     return Table(headers, cells, numeric, notes(summary))
 
 
@@ -122,12 +119,12 @@ def notes(summary: Summary) -> list[str]:
         out.append(f"Training step replayed from CUDA graphs (captured once, outside epoch time): {', '.join(graphed)}; the others ran eagerly.")
     if any(r.repeats > 1 for r in summary.rows):
         out.append("Repeats are combined by their median.")
-    if summary.has_effectiveness:
-        out.append("HR@10 and NDCG@10: full ranking over all items, history masked.")
+    if summary.quality_metrics:
+        out.append("Quality: " + ", ".join(f"{q.title} ({'higher' if q.higher_is_better else 'lower'} is better)" for q in summary.quality_metrics) + ".")
     return out
 
 
-def render_terminal(records: list[dict[str, Any]], weights: Weights) -> str:
+def render_terminal(records: list[Record], weights: Weights) -> str:
     return render_terminal_table(build_table(summarise(records, weights)))
 
 
@@ -141,7 +138,7 @@ def render_terminal_table(t: Table) -> str:
     return "\n".join(out) + "\n\n" + " ".join(t.notes)
 
 
-def render_markdown(records: list[dict[str, Any]], weights: Weights) -> str:
+def render_markdown(records: list[Record], weights: Weights) -> str:
     return render_markdown_table(build_table(summarise(records, weights)))
 
 
@@ -195,14 +192,14 @@ def render_csv(summary: Summary) -> str:
     """Raw numbers (seconds, parameters, bytes), one row per label, the weights on every row."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    w.writerow([*CSV_COLUMNS, *(q.name for q in summary.quality_metrics), *CSV_TAIL])
     wt = summary.weights.as_tuple()
     for r in summary.rows:
         err = "; ".join(f"{f['status']}: {f['error'].strip().splitlines()[-1] if f['error'].strip() else ''}" for f in r.failures)
         values = [
             r.label, r.method, r.group_value, r.rank, r.tpme, r.t_norm, r.p_norm, r.m_norm, r.epoch_time_s, r.epoch_time_source,
             r.trainable_params, None if r.params_share is None else 100 * r.params_share, r.peak_memory_bytes, r.memory_source,
-            r.hr10, r.ndcg10, r.repeats, r.ok, r.status, err, *wt,
+            *(r.quality.get(q.name) for q in summary.quality_metrics), r.repeats, r.ok, r.status, err, *wt,
         ]
         w.writerow(["" if v is None else v for v in values])
     return buf.getvalue()
@@ -213,7 +210,8 @@ def render_html_table(summary: Summary) -> str:
     t = build_table(summary)
     raw = {
         1: lambda r: r.trainable_params, 2: lambda r: r.params_share, 3: lambda r: r.peak_memory_bytes, 4: lambda r: r.epoch_time_s,
-        5: lambda r: r.tpme, 6: lambda r: r.rank, 7: lambda r: r.hr10, 8: lambda r: r.ndcg10,
+        5: lambda r: r.tpme, 6: lambda r: r.rank,
+        **{7 + i: (lambda r, name=q.name: r.quality.get(name)) for i, q in enumerate(summary.quality_metrics)},
     }
     head = "".join(f'<th class="{"num" if i in t.numeric else ""}" data-col="{i}">{html.escape(h)}</th>' for i, h in enumerate(t.headers))
     body = []

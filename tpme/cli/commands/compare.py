@@ -39,7 +39,7 @@ def fmt(metric: str, v: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from tpme.metrics.tpme import Weights
     from tpme.reports.compare import compare, mismatches, parse_threshold
-    from tpme.reports.inputs import load_inputs
+    from tpme.results.load import load_inputs
 
     weights = Weights.parse(args.weights)
     threshold = parse_threshold(args.threshold)

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def check(args: argparse.Namespace) -> int:
     from tpme.cli.common import print_json
-    from tpme.config import DataConfig
+    from tpme.datasets.config import DataConfig
     from tpme.datasets.readers import inspect_dataset
     from tpme.errors import TpmeError
 

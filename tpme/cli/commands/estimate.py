@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from tpme.cli.common import parse_method_opts, print_json
+from tpme.cli.common import add_scenario_args, parse_method_opts, print_json, scenario_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,10 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "named GPUs. One training step runs on fake tensors (shapes only): nothing of model size is allocated.",
     )
     p.add_argument("--methods", default="all", help="comma-separated method names, or `all` (default)")
-    p.add_argument("--preset", default="paper", help="ci, default or paper (default: paper, the settings of DESIGN section 2)")
-    p.add_argument("--dataset", help="synthetic[:SIZE] or a dataset directory (sets users per epoch and items; default: the preset's)")
-    p.add_argument("--backbone", help="tiny|small|base or TEXT_DIR,IMAGE_DIR (only config.json is read)")
-    p.add_argument("--batch-size", type=int, help="users per batch")
+    p.add_argument("--preset", default="paper", help="ci, default or paper (default: paper, the IISAN paper's shapes, data size and batch)")
+    add_scenario_args(p)
+    p.add_argument("--batch-size", type=int, help="samples (users, sequences) per batch")
     p.add_argument("--precision", help="fp32, fp16, bf16 or a comma list of them (default: the preset's)")
     p.add_argument("--cuda-graphs", choices=["auto", "off"], help="auto (default): predict the time of methods the harness captures as CUDA graphs (iisan-cached) with graph replay; off: every method eager")
     p.add_argument("--gpu", help="GPU key, a comma list or `all` (default h100; with --list-gpus, all); see --list-gpus")
@@ -33,34 +32,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tpme.bench.estimate.api import data_shape, estimate_records
-    from tpme.bench.estimate.gpus import resolve_gpus
-    from tpme.config import PRECISIONS, preset
     from tpme.errors import TpmeError
+    from tpme.estimate.api import estimate_records
+    from tpme.estimate.gpus import resolve_gpus
     from tpme.methods.registry import get_method, load_plugins, resolve_method_names
+    from tpme.scenarios.config import PRECISIONS
 
     if args.list_gpus:
         return _list_gpus(resolve_gpus(args.gpu or "all", args.gpu_file), args.json)
     gpus = resolve_gpus(args.gpu or "h100", args.gpu_file)
-    cfg = preset(args.preset).override(dataset=args.dataset, backbone=args.backbone, batch_size=args.batch_size, cuda_graphs=args.cuda_graphs)
-    precisions = [p.strip() for p in (args.precision or cfg.train.precision).split(",") if p.strip()]
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad or not precisions:
+    given = [p.strip() for p in (args.precision or "").split(",") if p.strip()]
+    bad = [p for p in given if p not in PRECISIONS]
+    if bad or (args.precision is not None and not given):
         raise TpmeError(f"unknown precision {', '.join(bad) or '(none)'}", f"use one or more of {', '.join(PRECISIONS)}")
+    scenario, cfg = scenario_config(argparse.Namespace(**{**vars(args), "precision": None}))
+    precisions = given or [cfg.train.precision]
     load_plugins(args.plugin)
-    names = resolve_method_names(args.methods)
+    names = resolve_method_names(args.methods, scenario.name)
     options = parse_method_opts(args.method_opt, names)
     for name in names:
-        get_method(name, options[name])
-    data = data_shape(cfg)
+        scenario.check_method(get_method(name, options[name]))
+    data = scenario.data_shape(cfg)
     rows, failed = [], False
     for precision in precisions:
         pcfg = cfg.replace(precision=precision)
         for name in names:
             t0 = time.perf_counter()
-            print(f"tpme: estimating {name} ({pcfg.preset}, {pcfg.backbone}, batch {pcfg.train.batch_size}, {precision}) ...", file=sys.stderr, end="", flush=True)
+            print(f"tpme: estimating {name} ({scenario.describe(pcfg)}, batch {pcfg.train.batch_size}, {precision}) ...", file=sys.stderr, end="", flush=True)
             try:
-                recs = estimate_records(pcfg, name, options[name], gpus, data)
+                recs = estimate_records(scenario, pcfg, name, options[name], gpus, data)
                 rows += [{**r, "status": "ok"} for r in recs]
                 print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             except TpmeError:
@@ -72,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        print(render(rows, data.n_users))
+        print(render(rows, data.samples, scenario.samples_name))
     return 1 if failed else 0
 
 
-def render(rows: list[dict], n_users: int) -> str:
+def render(rows: list[dict], n_samples: int, noun: str = "samples") -> str:
     from tpme.reports.format import fmt_bytes, fmt_seconds
 
     gib = lambda n: f"{n / 2**30:.2f}"  # noqa: E731
@@ -100,7 +100,7 @@ def render(rows: list[dict], n_users: int) -> str:
     if ok:
         steps = ok[0]["steps_per_epoch"]
         lines.append(f"\nEstimates, not measurements. needs = tensor peak + overhead; memory columns: live at the peak (params include buffers); "
-                     f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation. Epoch = {steps} steps ({n_users} users / batch {ok[0]['batch_size']}), data loading excluded.")
+                     f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation. Epoch = {steps} steps ({n_samples} {noun} / batch {ok[0]['batch_size']}), data loading excluded.")
         graphed = sorted({r["method"] for r in ok if r["cuda_graphs"]})
         if graphed:
             lines.append(f"Timed as replayed from CUDA graphs (as `tpme run` captures them; --cuda-graphs off for eager): {', '.join(graphed)}.")

@@ -9,20 +9,30 @@ from tpme.cli.common import print_json
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("methods", help="list registered methods", description="List the registered methods and method families with their descriptions.")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first, which registers methods")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {name, description, kind}")
+    p.add_argument("--scenario", help="only the methods that adapt this scenario (default: every method)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {name, description, kind, scenarios, available}")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tpme.methods.registry import available_methods, families, load_plugins
+    from tpme.methods.registry import families, load_plugins, method_classes, missing_requirements
+    from tpme.scenarios import get_scenario
 
     load_plugins(args.plugin)
-    rows = [{"name": n, "description": d, "kind": "method"} for n, d in available_methods().items()]
-    rows += [{"name": n, "description": d, "kind": "family"} for n, d in families().items()]
+    scenario = get_scenario(args.scenario).name if args.scenario else None
+    rows = []
+    for name, cls in method_classes().items():
+        if scenario and scenario not in cls.scenarios:
+            continue
+        missing = missing_requirements(cls)
+        rows.append({"name": name, "description": cls.description, "kind": "method", "scenarios": sorted(cls.scenarios),
+                     "available": not missing, "install": "; ".join(h for _, h in missing) or None})
+    rows += [{"name": n, "description": d, "kind": "family", "scenarios": None, "available": True, "install": None} for n, d in families().items()]
     if args.json:
         print_json(rows)
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['description']}")
+        note = f"  [unavailable: {r['install']}]" if not r["available"] else ""
+        print(f"{r['name']:<{width}}  {r['description']}{note}")
     return 0

@@ -35,7 +35,7 @@ def default_out(first: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from tpme.metrics.tpme import Weights
     from tpme.reports.build import parse_formats, write_report
-    from tpme.reports.inputs import load_inputs
+    from tpme.results.load import load_inputs
 
     weights = Weights.parse(args.weights)
     formats = parse_formats(args.format)

@@ -57,7 +57,7 @@ def list_weights(as_json: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tpme.bench.record import load_records
+    from tpme.results.store import load_records
     from tpme.metrics.aggregate import entries_from_records
     from tpme.metrics.tpme import Weights, score
     from tpme.reports.format import fmt_bytes, fmt_params, fmt_seconds

@@ -27,12 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from tpme.metrics.aggregate import entries_from_records
     from tpme.metrics.sensitivity import sensitivity
     from tpme.metrics.tpme import Weights
-    from tpme.reports.inputs import apply_group_by, load_inputs
+    from tpme.results.load import apply_group_by, load_inputs
 
     weights = Weights.parse(args.weights)
     records = load_inputs(args.inputs)
     if args.group_by:
-        records = apply_group_by(records, args.group_by)
+        records, _ = apply_group_by(records, args.group_by)
     entries = entries_from_records(records)
     if not entries:
         raise TpmeError("no completed (status ok) results to analyse")

@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "with its axes) as they finish; --resume continues an interrupted or partly failed sweep. README section Sweeps has the schema.",
     )
     p.add_argument("spec", metavar="SPEC", help="sweep spec, .yaml/.yml or .toml")
-    p.add_argument("--executor", choices=["local", "ray"], default="local", help="local (default): subprocesses here; ray: Ray tasks")
+    p.add_argument("--executor", choices=["local", "ray", "inprocess"], default="local", help="local (default): subprocesses here; ray: Ray tasks; inprocess: this process (debugging)")
     p.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (HEAD:6379, or auto); default: start a local runtime")
     p.add_argument("--max-parallel", type=int, metavar="N", help="cells at a time: CPU processes (default 1), at most one per GPU (default: every visible GPU); with Ray, tasks in flight (default: the cluster's GPUs or CPUs; a local Ray runtime is started with N CPUs, default 1)")
     p.add_argument("--resume", action="store_true", help="continue the sweep in --out: skip finished cells, retry failed ones, move damaged lines aside")
@@ -28,36 +28,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tpme.bench.sweep.driver import SweepOptions, run_sweep
-    from tpme.bench.sweep.spec import load_spec
     from tpme.cli.common import print_json
-    from tpme.errors import TpmeError
-    from tpme.metrics.aggregate import attach_scores
+    from tpme.metrics.aggregate import scored_dicts
     from tpme.metrics.tpme import Weights
     from tpme.reports.table import render_terminal
+    from tpme.sweep.driver import DriverOptions, Plan
+    from tpme.sweep.driver import run as drive
+    from tpme.sweep.spec import load_spec
 
-    if args.max_parallel is not None and args.max_parallel < 1:
-        raise TpmeError("--max-parallel must be at least 1")
-    if args.timeout is not None and args.timeout <= 0:
-        raise TpmeError("--timeout must be positive")
-    if args.ray_address and args.executor != "ray":
-        raise TpmeError("--ray-address is for the Ray executor", "add --executor ray")
+    opts = DriverOptions(Path(args.out) if args.out else Path(), args.executor, args.ray_address, args.max_parallel, args.resume, args.retries, args.timeout,
+                         progress=not args.quiet, command=["tpme", "sweep", *sys.argv[2:]])
+    from tpme.sweep.driver import validate
+
+    validate(opts)  # numeric options before the spec is read
     spec = load_spec(args.spec)
-    out_dir = Path(args.out) if args.out else Path("runs") / f"sweep-{spec.name}"
-    opts = SweepOptions(
-        out_dir, args.executor, args.ray_address, args.max_parallel, args.resume, args.retries, args.timeout,
-        progress=not args.quiet, command=["tpme", "sweep", *sys.argv[2:]],
-    )
-    outcome = run_sweep(spec, opts)
+    opts.out_dir = Path(args.out) if args.out else Path("runs") / f"sweep-{safe_name(spec.name)}"
+    resume = f"tpme sweep {spec.path} --out {opts.out_dir} --resume" + (" --executor ray" if args.executor == "ray" else "")
+    plan = Plan(f"sweep {spec.name}", spec.cells(), spec.plugins, spec.cache_dir, spec_path=spec.path, resume_hint=resume)
+    outcome = drive(plan, opts)
     if outcome.interrupted:
         return 130
     records = outcome.records
+    weights = Weights.parse("paper")
     if args.json:
-        print_json(records)
+        print_json(scored_dicts(records, weights))
     elif records:
-        weights = Weights.parse("paper")
-        print(render_terminal(attach_scores(records, weights), weights))
+        print(render_terminal(records, weights))
         print("(one row per method and options, median over the other axes)", file=sys.stderr)
-    bad = [r for r in records if r["status"] != "ok"]
-    print(f"tpme: {len(records)}/{outcome.cells} cell(s) recorded in {out_dir}/results.jsonl, {len(bad)} not ok, {outcome.launched} attempt(s) run now", file=sys.stderr)
+    bad = [r for r in records if not r.ok]
+    print(f"tpme: {len(records)}/{outcome.cells} cell(s) recorded in {opts.out_dir}/results.jsonl, {len(bad)} not ok, {outcome.launched} attempt(s) run now", file=sys.stderr)
     return 0 if not bad and len(records) == outcome.cells else 1
+
+
+def safe_name(name: str) -> str:
+    """A spec name as one folder name under runs/: no separators, no `..`, never empty."""
+    import re
+
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    return cleaned or "sweep"

@@ -1,0 +1,76 @@
+"""Estimates as plain records: per method, per precision, per GPU (what `tpme estimate`
+prints and what `tpme run --estimate` stores beside a measurement)."""
+from __future__ import annotations
+
+from typing import Any
+
+from tpme.estimate.estimator import StepEstimate, estimate_step
+from tpme.estimate.gpus import Gpu
+from tpme.estimate.predict import fits, runtime_overhead, step_time_s
+from tpme.methods.registry import get_method
+from tpme.scenarios.base import DataShape, Scenario
+
+SOURCE = "estimate"
+
+
+def step_record(est: StepEstimate) -> dict[str, Any]:
+    """The device-independent part: memory by category and work per step."""
+    c = est.cost
+    return {
+        "peak_memory_bytes": est.memory.peak_bytes,
+        "breakdown": est.memory.breakdown,
+        "flops_per_step": c.flops(),
+        "flops": {p: c.flops(p) for p in ("forward", "backward", "optimizer")},
+        "bytes_moved_per_step": c.bytes(),
+        "kernels_per_step": c.kernels,
+        "cuda_graphs": est.graphed,
+        "trainable_params": est.trainable_params,
+        "total_params": est.total_params,
+        "batch": est.batch_shapes,
+        "estimate_wall_s": round(est.wall_s, 2),
+        "source": SOURCE,
+    }
+
+
+def gpu_record(est: StepEstimate, gpu: Gpu, steps: int) -> dict[str, Any]:
+    """The part that depends on the GPU: overhead, fit and predicted times."""
+    overhead = runtime_overhead(est.memory.peak_bytes, gpu)
+    step = step_time_s(est.cost, gpu, est.graph_eager_kernels if est.graphed else None)
+    return {
+        "gpu": gpu.key,
+        "gpu_name": gpu.name,
+        "gpu_memory_bytes": gpu.memory_bytes,
+        "overhead_bytes": overhead.total,
+        "overhead": {"cuda_context_bytes": overhead.cuda_context_bytes, "cublas_workspace_bytes": overhead.cublas_workspace_bytes, "fragmentation_bytes": overhead.fragmentation_bytes},
+        "total_memory_bytes": est.memory.peak_bytes + overhead.total,
+        "fits": fits(est.memory.peak_bytes, gpu),
+        "predicted_step_time_s": step,
+        "steps_per_epoch": steps,
+        "predicted_epoch_time_s": step * steps,
+    }
+
+
+def estimate_records(scenario: Scenario, cfg: Any, method: str, options: dict[str, str], gpus: list[Gpu], data: DataShape) -> list[dict[str, Any]]:
+    """One record per GPU for one method at `cfg` (the step is estimated once)."""
+    m = get_method(method, options)
+    scenario.check_method(m)
+    est = estimate_step(scenario, cfg, m, data, target="cuda")
+    base = {"method": method, "method_options": options, "scenario": scenario.name, "preset": cfg.preset, scenario.model_option: getattr(cfg, scenario.model_option),
+            "precision": cfg.train.precision, "batch_size": cfg.train.batch_size, **step_record(est)}
+    steps = data.steps_per_epoch(cfg.train.batch_size)
+    return [{**base, **gpu_record(est, gpu, steps)} for gpu in gpus]
+
+
+def estimate_for_cell(scenario: Scenario, cfg: Any, method: str, options: dict[str, str], data: DataShape, batch: Any, device_type: str, device_name: str) -> dict[str, Any]:
+    """The estimate stored beside a cell's measurement: same config and batch shape; on a
+    CPU cell it models the CPU step (comparable to the tensor peak), on a GPU the GPU
+    step, with predicted times when the GPU is in the built-in table."""
+    from tpme.estimate.gpus import match_device_name
+
+    target = "cuda" if device_type == "cuda" else "cpu"
+    est = estimate_step(scenario, cfg, get_method(method, options), data, batch=batch, target=target)
+    rec = {"target": target, **step_record(est)}
+    gpu = match_device_name(device_name) if target == "cuda" else None
+    if gpu is not None:
+        rec.update(gpu_record(est, gpu, data.steps_per_epoch(cfg.train.batch_size)))
+    return rec

@@ -1,0 +1,212 @@
+"""The IISAN hidden-state cache: per item, the [CLS] vectors of the used layers of both backbones.
+
+Layout under `<cache_dir>/iisan-hidden/<key>/`: `text.npy` and `image.npy`, one contiguous
+array per modality of shape [n_items + 1, n_layers_used, d] (row 0, the padding item,
+is zero), and `manifest.json`, written last and atomically, holding the fingerprint,
+the shapes and each file's size and sha256. The key is a sha256 fingerprint of
+everything the vectors depend on (backbone weights and configs, tokens and tokenizer,
+image source, image size, layer lists, compute precision, storage dtype), so a change
+of any of them builds a new cache; a missing manifest, a size or checksum mismatch
+means a corrupt or interrupted cache, which is rebuilt, never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tpme.device import autocast, synchronize
+from tpme.errors import TpmeError
+from tpme.methods.iisan.options import STORAGE, storage_dtype
+from tpme.methods.iisan.towers import cls_states
+
+FORMAT = 1
+SUBDIR = "iisan-hidden"
+MANIFEST = "manifest.json"
+MODALITIES = ("text", "image")
+def _hash_tensor(h: "hashlib._Hash", name: str, t: torch.Tensor) -> None:
+    h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+    h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+
+
+def fingerprint(backbones, bundle, text_layers: list[int], image_layers: list[int], dtype: str, precision: str) -> str:
+    """sha256 over every input the cached vectors depend on."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": FORMAT, "text_layers": text_layers, "image_layers": image_layers, "dtype": dtype, "precision": precision, "image_size": backbones.image_size}, sort_keys=True).encode())
+    for which, model in (("text", backbones.text), ("image", backbones.image)):
+        h.update(model.config.to_json_string(use_diff=False).encode())
+        for name, t in sorted(model.state_dict().items()):
+            _hash_tensor(h, f"{which}.{name}", t)
+    tokens = np.ascontiguousarray(bundle.tokens)
+    h.update(f"tokens:{tokens.dtype}:{tokens.shape}".encode())
+    h.update(tokens.data)
+    h.update(json.dumps({"image_source": bundle.image_source, "info": bundle.info}, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_root(cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / SUBDIR
+
+
+def verify(directory: Path, fp: str | None = None) -> tuple[dict[str, Any] | None, str]:
+    """(manifest, "ok") for a usable cache, else (manifest or None, the reason it is not)."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return None, "missing" if not directory.exists() else "no manifest (interrupted build)"
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None, "unreadable manifest"
+    if manifest.get("format") != FORMAT:
+        return manifest, f"format {manifest.get('format')} is not {FORMAT}"
+    if fp is not None and manifest.get("fingerprint") != fp:
+        return manifest, "fingerprint mismatch"
+    for modality in MODALITIES:
+        entry = files.get(modality)
+        if entry is None:
+            return manifest, f"{modality} array not listed"
+        f = directory / entry["name"]
+        if not f.is_file():
+            return manifest, f"{entry['name']} missing"
+        if f.stat().st_size != entry["bytes"]:
+            return manifest, f"{entry['name']} has {f.stat().st_size} bytes, manifest says {entry['bytes']} (truncated?)"
+        if _sha256_file(f) != entry["sha256"]:
+            return manifest, f"{entry['name']} checksum mismatch (corrupt)"
+    return manifest, "ok"
+
+
+@dataclass
+class BuildSpec:
+    """What to store and how to compute it."""
+
+    text_layers: list[int]
+    image_layers: list[int]
+    dtype: str  # storage: fp32 | fp16 | bf16
+    precision: str  # autocast precision of the build pass
+    batch_size: int = 64
+
+
+def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    tmp = directory / (MANIFEST + ".tmp")
+    with tmp.open("w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / MANIFEST)
+
+
+def build(directory: Path, fp: str, backbones, features, n_items: int, spec: BuildSpec, device: torch.device, progress: bool) -> dict[str, Any]:
+    """One no-grad, eval-mode pass over all items; arrays filled in place, manifest written last.
+
+    The backbones are moved to `device` for the pass (and stay there: the caller owns them).
+    """
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    np_dtype, torch_dtype = STORAGE[spec.dtype]
+    models = {"text": backbones.text, "image": backbones.image}
+    layers = {"text": spec.text_layers, "image": spec.image_layers}
+    arrays = {
+        m: np.lib.format.open_memmap(directory / f"{m}.npy", mode="w+", dtype=np_dtype, shape=(n_items + 1, len(layers[m]), models[m].config.hidden_size))
+        for m in MODALITIES
+    }
+    for m in MODALITIES:
+        arrays[m][0] = 0
+    was_training = {m: models[m].training for m in MODALITIES}
+    for m in MODALITIES:
+        models[m].to(device).eval()
+    synchronize(device)
+    t0 = time.perf_counter()
+    try:
+        starts = range(1, n_items + 1, spec.batch_size)
+        for start in tqdm(starts, desc="iisan cache", unit="batch", disable=not progress, dynamic_ncols=True):
+            ids = np.arange(start, min(start + spec.batch_size, n_items + 1))
+            items = features.gather(ids).to(device)
+            with autocast(device, spec.precision):
+                text = cls_states(models["text"], spec.text_layers, input_ids=items.input_ids, attention_mask=items.attention_mask)
+                image = cls_states(models["image"], spec.image_layers, pixel_values=items.pixels)
+            for m, states in (("text", text), ("image", image)):
+                arrays[m][ids[0] : ids[-1] + 1] = states.to(torch_dtype).cpu().view(torch.int16 if spec.dtype == "bf16" else torch_dtype).numpy()
+        synchronize(device)
+    finally:
+        for m in MODALITIES:
+            models[m].train(was_training[m])
+    build_time = time.perf_counter() - t0
+    shapes = {m: list(arrays[m].shape) for m in MODALITIES}
+    for m in MODALITIES:
+        arrays[m].flush()
+    arrays.clear()  # the last references: unmaps the files
+    files = {}
+    for m in MODALITIES:
+        path = directory / f"{m}.npy"
+        files[m] = {"name": path.name, "shape": shapes[m], "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+    manifest = {
+        "format": FORMAT, "fingerprint": fp, "dtype": spec.dtype, "precision": spec.precision,
+        "text_layers": spec.text_layers, "image_layers": spec.image_layers, "n_items": n_items, "files": files,
+        "build_time_s": build_time, "items_per_s": n_items / build_time if build_time > 0 else None,
+        "build_device": str(device), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_manifest(directory, manifest)
+    return manifest
+
+
+def open_arrays(directory: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Memory-mapped CPU tensors of a verified cache (copy-on-write: never written back)."""
+    _, torch_dtype = STORAGE[manifest["dtype"]]
+    out = {}
+    for m in MODALITIES:
+        arr = np.load(directory / manifest["files"][m]["name"], mmap_mode="c")
+        if list(arr.shape) != manifest["files"][m]["shape"]:
+            raise TpmeError(f"cache array {m} has shape {arr.shape}, manifest says {manifest['files'][m]['shape']}")
+        t = torch.from_numpy(arr)
+        out[m] = t.view(torch.bfloat16) if manifest["dtype"] == "bf16" else t
+    return out
+
+
+def place(t: torch.Tensor, device: torch.device, headroom: float = 0.5) -> torch.Tensor:
+    """Move a cache array to the device when it takes at most `headroom` of its free memory."""
+    if device.type != "cuda":
+        return t
+    free, _ = torch.cuda.mem_get_info(device)
+    if t.numel() * t.element_size() <= headroom * free:
+        return t.to(device)
+    return t
+
+
+def ensure(cache_dir: str | Path, backbones, bundle, features, spec: BuildSpec, device: torch.device, progress: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A verified cache for these inputs, built (or rebuilt) when needed; returns the arrays and facts."""
+    t0 = time.perf_counter()
+    fp = fingerprint(backbones, bundle, spec.text_layers, spec.image_layers, spec.dtype, spec.precision)
+    fp_time = time.perf_counter() - t0
+    directory = cache_root(cache_dir) / fp[:24]
+    manifest, reason = verify(directory, fp)
+    info: dict[str, Any] = {"cache_dir": str(directory), "fingerprint": fp, "fingerprint_time_s": fp_time}
+    if reason == "ok":
+        info.update(cache="hit", build_time_s=0.0, items_per_s=None)
+    else:
+        stale = reason
+        manifest = build(directory, fp, backbones, features, bundle.n_items, spec, device, progress)
+        manifest, reason = verify(directory, fp)
+        if reason != "ok":
+            raise TpmeError(f"the IISAN cache just built in {directory} does not verify: {reason}", "check the disk (space, errors) and run `tpme cache clear`")
+        info.update(cache="built" if stale == "missing" else "rebuilt", rebuild_reason=None if stale == "missing" else stale, build_time_s=manifest["build_time_s"], items_per_s=manifest["items_per_s"])
+    info.update(dtype=manifest["dtype"], bytes=sum(f["bytes"] for f in manifest["files"].values()), shapes={m: manifest["files"][m]["shape"] for m in MODALITIES})
+    return open_arrays(directory, manifest), info

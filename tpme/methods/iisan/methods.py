@@ -1,0 +1,57 @@
+"""The two IISAN methods: `iisan` (backbones run every step without autograd) and
+`iisan-cached` (a one-off cache of the used layers' [CLS] states; training never runs a
+backbone). With the same weights both give the same item embeddings."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tpme.methods.iisan import cache as hidden_cache
+from tpme.methods.iisan.options import STORAGE, IisanCachedOptions, IisanOptions, storage_dtype
+from tpme.methods.iisan.side import build_side
+from tpme.methods.iisan.towers import IisanCachedTower, IisanTower
+from tpme.methods.registry import Method, PrepareContext, register_method
+from tpme.models.backbones import Backbones
+from tpme.models.item_tower import ItemTower
+
+
+@register_method("iisan", "IISAN side networks (intra text, intra image, inter) on every 2nd [CLS] state; backbones frozen, run without autograd")
+class Iisan(Method):
+    Options = IisanOptions
+
+    def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
+        side, text_layers, image_layers = build_side(backbones, embed_dim, self.options)
+        return IisanTower(backbones, side, text_layers, image_layers)
+
+
+@register_method("iisan-cached", "IISAN side networks fed from a one-off cache of the used layers' [CLS] states; no backbone in training")
+class IisanCached(Method):
+    Options = IisanCachedOptions
+    uses_backbones_in_training = False
+
+    def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
+        side, text_layers, image_layers = build_side(backbones, embed_dim, self.options)
+        return IisanCachedTower(side, text_layers, image_layers, backbones.text_hidden, backbones.image_hidden)
+
+    def prepare(self, tower: ItemTower, ctx: PrepareContext) -> dict[str, Any]:
+        assert isinstance(tower, IisanCachedTower)
+        spec = hidden_cache.BuildSpec(tower.text_layers, tower.image_layers, storage_dtype(self.options.cache_dtype, ctx.precision), ctx.precision, self.options.cache_batch_size)
+        arrays, info = hidden_cache.ensure(ctx.cache_dir, ctx.backbones, ctx.bundle, ctx.features, spec, ctx.device, ctx.progress)
+        text, image = (hidden_cache.place(arrays[m], ctx.device) for m in hidden_cache.MODALITIES)
+        tower.install(text, image)
+        info["resident"] = {"text": str(text.device), "image": str(image.device)}
+        return info
+
+    def cuda_graph_blocker(self, tower: ItemTower) -> str | None:
+        """Capturable when the cache sits on the side networks' device: a batch is then a gather."""
+        assert isinstance(tower, IisanCachedTower)
+        if tower.text_cache.device != tower.side.fuse.weight.device or tower.image_cache.device != tower.side.fuse.weight.device:
+            return "the hidden-state cache does not fit the device, so every batch's rows are copied from host memory"
+        return None
+
+    def estimate_prepare(self, tower: ItemTower, n_items: int, precision: str) -> None:
+        """The cache's two arrays, shape and dtype only, for GPU-free estimation."""
+        assert isinstance(tower, IisanCachedTower)
+        _, dtype = STORAGE[storage_dtype(self.options.cache_dtype, precision)]
+        tower.install(*(torch.empty(n_items + 1, *cache.shape[1:], dtype=dtype) for cache in (tower.text_cache, tower.image_cache)))

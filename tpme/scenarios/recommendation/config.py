@@ -1,0 +1,62 @@
+"""The recommendation scenario's run configuration and its presets (DESIGN section 2)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tpme.datasets.config import DataConfig
+from tpme.errors import TpmeError
+from tpme.models.backbones import BackboneSpec
+from tpme.scenarios.config import ScenarioConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class RecTrainConfig(TrainConfig):
+    embed_dim: int = 64  # e: item and user embedding width
+
+
+@dataclass(frozen=True)
+class RunConfig(ScenarioConfig):
+    """Everything a cell needs besides the method."""
+
+    backbone: str = "small"  # tiny|small|base or TEXT_DIR,IMAGE_DIR
+    data: DataConfig = field(default_factory=DataConfig)
+    train: RecTrainConfig = field(default_factory=RecTrainConfig)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.train.embed_dim < 1:
+            raise TpmeError("embed_dim must be at least 1")
+        self.data.validate()
+        BackboneSpec.parse(self.backbone)
+
+
+PRESETS: dict[str, RunConfig] = {
+    # seconds: the smallest shapes, for smoke tests and CI
+    "ci": RunConfig(
+        preset="ci",
+        backbone="tiny",
+        data=DataConfig(dataset="synthetic:tiny", max_seq_len=10, text_len=16),
+        train=RecTrainConfig(batch_size=8, steps=3, warmup_steps=1, memory_steps=1),
+    ),
+    # the whole registry on 2 CPU cores in a few minutes
+    "default": RunConfig(
+        preset="default",
+        backbone="small",
+        data=DataConfig(dataset="synthetic:small", max_seq_len=10, text_len=30),
+        train=RecTrainConfig(batch_size=16, steps=8, warmup_steps=2, memory_steps=1),
+    ),
+    # DESIGN section 2: BERT-base + ViT-base/16-224, Scientific-sized data, batch 32, fp16
+    "paper": RunConfig(
+        preset="paper",
+        backbone="base",
+        data=DataConfig(dataset="synthetic:scientific", max_seq_len=10, text_len=30),
+        train=RecTrainConfig(batch_size=32, steps=30, warmup_steps=5, memory_steps=1, precision="fp16"),
+    ),
+}
+
+
+def preset(name: str) -> RunConfig:
+    """A named preset of this scenario."""
+    if name not in PRESETS:
+        raise TpmeError(f"unknown preset {name!r}", f"use one of {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,112 @@
+"""Effectiveness: full-ranking HR@K and NDCG@K on the leave-one-out validation and test
+targets, for a trained recommender and for the popularity baseline.
+
+Every item is embedded once per evaluation by the trained tower (eval mode, no_grad,
+batched); a user is the user encoder's state at the last position of their history;
+every item is scored, history items other than the target are masked.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from tpme.datasets.batching import ItemFeatures
+from tpme.datasets.bundle import DataBundle
+from tpme.datasets.preprocess import pad_left
+from tpme.device import autocast, synchronize
+from tpme.results.quality import KNOWN
+from tpme.results.record import Baseline, QualityValue
+from tpme.scenarios.recommendation.model import Recommender
+from tpme.scenarios.recommendation.ranking import hit_ndcg, mask_history, target_ranks
+
+K = 10
+SPLITS = ("valid", "test")
+ITEM_BATCH = 256
+USER_BATCH = 1024
+HISTORY_MASKING = "history items other than the target are masked; ties count half"
+METRICS = (KNOWN[f"hr@{K}"], KNOWN[f"ndcg@{K}"])
+
+
+def _histories(bundle: DataBundle, split: str) -> tuple[np.ndarray, np.ndarray]:
+    s = bundle.split
+    hist, target = (s.valid_history, s.valid_target) if split == "valid" else (s.test_history, s.test_target)
+    return pad_left(hist, bundle.max_seq_len), target
+
+
+def _rank_all(score_batch: Callable[[torch.Tensor], torch.Tensor], hist: np.ndarray, target: np.ndarray, device: torch.device) -> dict[str, float]:
+    """HR@K and NDCG@K over all users; score_batch(histories [B, L]) -> scores [B, n_items + 1]."""
+    hits = ndcgs = 0.0
+    for start in range(0, len(hist), USER_BATCH):
+        h = torch.from_numpy(hist[start : start + USER_BATCH]).to(device)
+        t = torch.from_numpy(target[start : start + USER_BATCH]).to(device)
+        scores = mask_history(score_batch(h).float(), h, t)
+        hit, ndcg = hit_ndcg(target_ranks(scores, t), K)
+        hits += float(hit.sum())
+        ndcgs += float(ndcg.sum())
+    n = max(len(hist), 1)
+    return {f"hr@{K}": hits / n, f"ndcg@{K}": ndcgs / n, "users": len(hist)}
+
+
+def _batches(n: int, size: int) -> Iterator[np.ndarray]:
+    for start in range(1, n + 1, size):
+        yield np.arange(start, min(start + size, n + 1), dtype=np.int64)
+
+
+class Evaluator:
+    """Evaluates a Recommender on the bundle's validation and test targets."""
+
+    metrics = METRICS
+    select = METRICS[0]  # early stopping follows validation HR@10
+    info = {"k": K, "masking": HISTORY_MASKING}
+
+    def __init__(self, bundle: DataBundle, features: ItemFeatures, device: torch.device, precision: str):
+        self.bundle = bundle
+        self.features = features
+        self.device = device
+        self.precision = precision
+        self.data = {split: _histories(bundle, split) for split in SPLITS}
+
+    @torch.no_grad()
+    def item_embeddings(self, model: Recommender) -> torch.Tensor:
+        """[n_items + 1, e] float32 with row 0 (padding) zero."""
+        rows = [torch.zeros(1, model.user_encoder.positions.embedding_dim, device=self.device)]
+        for ids in _batches(self.bundle.n_items, ITEM_BATCH):
+            with autocast(self.device, self.precision):
+                rows.append(model.tower(self.features.gather(ids).to(self.device)).float())
+        return torch.cat(rows)
+
+    @torch.no_grad()
+    def evaluate(self, model: Recommender) -> dict[str, Any]:
+        """{valid: {...}, test: {...}, eval_time_s}; the model is left in train mode."""
+        t0 = time.perf_counter()
+        model.eval()
+        try:
+            emb = self.item_embeddings(model)
+
+            def score(hist: torch.Tensor) -> torch.Tensor:
+                valid = hist > 0
+                with autocast(self.device, self.precision):
+                    users = model.user_encoder(emb[hist] * valid[..., None], valid)[:, -1]
+                return users.float() @ emb.T
+
+            out: dict[str, Any] = {split: _rank_all(score, *self.data[split], self.device) for split in SPLITS}
+        finally:
+            model.train()
+        synchronize(self.device)
+        out["eval_time_s"] = time.perf_counter() - t0
+        return out
+
+
+def popularity_baseline(bundle: DataBundle) -> Baseline:
+    """Every user gets the items ranked by training-split popularity, history masked."""
+    counts = torch.from_numpy(bundle.item_counts.astype(np.float64))
+    device = torch.device("cpu")
+    details: dict[str, Any] = {"k": K, "masking": HISTORY_MASKING}
+    for split in SPLITS:
+        details[split] = _rank_all(lambda h: counts.expand(len(h), -1).clone(), *_histories(bundle, split), device)
+    quality = {m.name: QualityValue(details["test"][m.name], m.higher_is_better, "test") for m in METRICS}
+    return Baseline("popularity", quality, details)

@@ -1,0 +1,69 @@
+"""The multimodal sequential recommender: a method's item tower + the shared SASRec user encoder,
+and THE assembly of it (backbones -> the method's tower -> recommender), which training, the
+GPU-free estimate, `tpme params` and `tpme cache` all call."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tpme.datasets.batching import TrainBatch
+from tpme.methods.registry import Method
+from tpme.models.backbones import Backbones, BackboneSpec, build_from_config, image_config, text_config
+from tpme.models.item_tower import ItemTower
+from tpme.models.user_encoder import UserEncoder
+from tpme.scenarios.base import Assembly
+from tpme.scenarios.recommendation.config import RunConfig
+
+
+class Recommender(nn.Module):
+    def __init__(self, tower: ItemTower, embed_dim: int, max_seq_len: int):
+        super().__init__()
+        self.tower = tower
+        self.user_encoder = UserEncoder(embed_dim, max_seq_len)
+
+    def forward(self, batch: TrainBatch) -> torch.Tensor:
+        """In-batch softmax cross-entropy with logQ correction and own-sequence masking.
+
+        Free of host synchronisation (no boolean indexing, no `.item()`): the loss is a
+        masked mean over valid positions, so the step can be captured as a CUDA graph and
+        never stalls the launch queue. Candidates marked not `real` (static-shape padding)
+        are masked out of every row.
+        """
+        emb = self.tower(batch.items)  # [C, e]
+        inputs, targets = batch.seq_index[:, :-1], batch.seq_index[:, 1:]
+        valid = inputs >= 0
+        x = emb[inputs.clamp(min=0)] * valid[..., None].to(emb.dtype)
+        users = self.user_encoder(x, valid)  # [B, L, e]
+        logits = (users @ emb.T).float() - batch.log_pop[None, None, :]  # [B, L, C]
+        target = targets.clamp(min=0)
+        candidates = torch.arange(emb.shape[0], device=emb.device)
+        masked = batch.own[:, None, :] & (candidates[None, None, :] != target[..., None])
+        if batch.real is not None:
+            masked = masked | ~batch.real[None, None, :]
+        logits = logits.masked_fill(masked, torch.finfo(logits.dtype).min)
+        per_position = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+        weight = valid.flatten().to(per_position.dtype)
+        return (per_position * weight).sum() / weight.sum()
+
+
+def assemble(cfg: RunConfig, method: Method, n_items: int | None = None, meta: bool = False) -> Assembly:
+    """Backbones, the method's item tower, the recommender; `extras`: backbones and image size.
+
+    meta=True: shapes only, on the meta device with no weight init and no weights read, and
+    the method shapes what its `prepare` would create for `n_items` items (a cache).
+    Real: local weights load where the backbone directories hold them.
+    """
+    spec = BackboneSpec.parse(cfg.backbone)
+    e = cfg.train.embed_dim
+    if meta:
+        with torch.device("meta"):
+            backbones = Backbones(build_from_config(text_config(spec)), build_from_config(image_config(spec)))
+            tower = method.build_tower(backbones, e)
+            method.estimate_prepare(tower, n_items or 0, cfg.train.precision)
+            model = Recommender(tower, e, cfg.data.max_seq_len)
+    else:
+        backbones = Backbones.build(spec)
+        tower = method.build_tower(backbones, e)
+        model = Recommender(tower, e, cfg.data.max_seq_len)
+    return Assembly(model, tower, {"backbones": backbones, "image_size": backbones.image_size})

@@ -1,0 +1,32 @@
+"""The optimizer a cell trains with: Adam (the paper's) or AdamW with weight decay (peft's suite).
+
+On CUDA the fused implementation: 2 kernels per step at the paper preset against 8 for the
+multi-tensor default, as `tpme estimate` counts them; the estimate builds the same one.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from tpme.errors import TpmeError
+
+OPTIMIZERS = ("adam", "adamw")
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter] | list[dict], kind: str, lr: float, weight_decay: float, fused: bool) -> torch.optim.Optimizer:
+    """`params`: parameters, or parameter groups (dicts with their own `lr`)."""
+    params = list(params)
+    if not params:
+        raise TpmeError("the method leaves no parameter to train", "check the method's options (target modules, layers)")
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    raise TpmeError(f"unknown optimizer {kind!r}", f"use one of {', '.join(OPTIMIZERS)}")
+
+
+def describe(optimizer: torch.optim.Optimizer) -> str:
+    """How records name it: `Adam (fused)`, `AdamW (single-tensor)`."""
+    fused = bool(optimizer.defaults.get("fused"))
+    return f"{type(optimizer).__name__} ({'fused' if fused else 'single-tensor'})"
