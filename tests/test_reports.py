@@ -47,7 +47,9 @@ def test_every_format_is_written(full_report: Path) -> None:
         assert (full_report / name).is_file(), name
     figures = {p.stem for p in full_report.glob("*.png")}
     assert figures == {"efficiency", "time_memory", "effectiveness", "step_times", "step_breakdown", "memory_breakdown", "sensitivity"}
-    assert figures == {p.stem for p in full_report.glob("*.svg")}
+    assert figures == {p.stem for p in full_report.glob("*.svg")} == {p.stem for p in full_report.glob("*.pdf")}
+    for pdf in full_report.glob("*.pdf"):
+        assert pdf.read_bytes()[:5] == b"%PDF-", pdf
 
 
 def test_csv_loads_with_raw_numbers_and_weights(full_report: Path) -> None:
@@ -210,8 +212,9 @@ def test_inputs_merge_dedupe_and_sweep_directories(tmp_path: Path) -> None:
 
 def test_formats_are_validated() -> None:
     assert parse_formats("HTML,markdown,tex") == ["html", "md", "latex"]
-    with pytest.raises(TpmeError, match="pdf"):
-        parse_formats("html,pdf")
+    assert parse_formats("pdf,svg,png,html,md,latex,csv") == ["pdf", "svg", "png", "html", "md", "latex", "csv"]
+    with pytest.raises(TpmeError, match="docx"):
+        parse_formats("html,docx")
 
 
 def test_pareto_front() -> None:
@@ -266,6 +269,7 @@ def test_html_renders_in_headless_chromium(full_report: Path, tmp_path: Path) ->
     state, text = js_state(dump.stdout)
     assert state == "ok", text
     assert "7 figure(s) decoded" in text
+    assert "page script" not in dump.stdout
     console = [l for l in dump.stderr.splitlines() if "CONSOLE" in l]
     assert console == [], console
     shot = tmp_path / "shot.png"

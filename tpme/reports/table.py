@@ -214,7 +214,8 @@ def render_html_table(summary: Summary) -> str:
     """A <table> whose numeric cells carry their raw value in data-v (the page sorts on it)."""
     t = build_table(summary)
     raw = t.raw
-    head = "".join(f'<th class="{"num" if i in t.numeric else ""}" data-col="{i}">{html.escape(h)}</th>' for i, h in enumerate(t.headers))
+    ranked = ' aria-sort="ascending"'  # the rows come in rank order
+    head = "".join(f'<th class="{"num" if i in t.numeric else ""}" data-col="{i}"{ranked if h == "rank" else ""}>{html.escape(h)}</th>' for i, h in enumerate(t.headers))
     body = []
     for row, cells in zip(summary.rows, t.cells):
         tds = []
