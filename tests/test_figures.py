@@ -17,6 +17,10 @@ MIB = 2**20
 
 
 def drawn(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
     fig.savefig(io.BytesIO(), format="png", dpi=200)  # the final layout, as written
     return fig.canvas.get_renderer()
 
@@ -61,3 +65,127 @@ def test_time_memory_labels_sit_nearest_their_own_marker(records) -> None:
     owners = label_owners(fig, fig.axes[0], summary)
     assert set(owners) == {r.label for r in summary.scored}
     assert {k: v for k, v in owners.items() if k != v} == {}
+
+
+def with_baseline(records: list, hr: float = 0.2) -> list:
+    from tpme.results.record import Baseline, QualityValue
+
+    base = Baseline("popularity", {"hr@10": QualityValue(hr, True, "test"), "ndcg@10": QualityValue(hr / 2, True, "test")})
+    for r in records:
+        r.baselines = {"popularity": base}
+    return records
+
+
+def test_parameter_bars_are_linear_with_their_values_printed() -> None:
+    from tpme.reports.plots import efficiency_bars
+
+    summary = summarise(zoo(), PAPER)
+    fig = efficiency_bars(summary)
+    drawn(fig)
+    ax = fig.axes[1]
+    assert ax.get_title().startswith("P: trainable parameters")
+    assert ax.get_xscale() == "linear" and ax.get_xlim()[0] == 0
+    widths = {r.label: p.get_width() for r, p in zip(summary.scored, ax.patches)}
+    assert widths["fft"] / widths["frozen"] == pytest.approx(428_416 / 116_800)  # 3.7x drawn as 3.7x
+    values = [t.get_text() for t in ax.texts if t.get_gid() == "value"]
+    assert ax.get_title() == "P: trainable parameters (K)" and len(values) == len(summary.scored) and "428" in values
+
+
+def test_extrapolated_figures_are_marked_even_where_the_bar_is_too_short_to_hatch() -> None:
+    from tpme.reports.plots import efficiency_bars
+
+    recs = [record("fft", 100.0, 1000, 5e8, source="measured"), record("iisan-cached", 0.2, 10, 1e7, source="extrapolated")]
+    fig = efficiency_bars(summarise(recs, PAPER))
+    texts = {t.get_text() for t in fig.axes[0].texts if t.get_gid() == "value"}
+    assert texts == {"100", "0.200*"}
+    assert sorted(str(p.get_hatch()) for p in fig.axes[0].patches) == ["//", "None"]
+
+
+def test_effectiveness_draws_the_popularity_baseline() -> None:
+    from tpme.reports.plots import effectiveness
+
+    fig = effectiveness(summarise(with_baseline(zoo(), 0.2), PAPER))
+    for ax in fig.axes:
+        lines = [l for l in ax.get_lines() if l.get_gid() == "baseline:popularity"]
+        assert len(lines) == 1
+        assert ax.get_ylim()[0] <= lines[0].get_ydata()[0] <= ax.get_ylim()[1]
+    assert fig.axes[0].get_lines()[0].get_ydata()[0] == pytest.approx(0.2)
+
+
+def test_report_html_and_markdown_name_the_baseline_and_that_it_beats_every_method(tmp_path) -> None:
+    from tpme.reports.build import write_report
+
+    write_report(with_baseline(zoo(), 0.2), tmp_path, PAPER, ("html", "md"))
+    for name in ("report.html", "report.md"):
+        text = (tmp_path / name).read_text()
+        assert "popularity baseline" in text and "HR@10 0.2000 (beats every method (6))" in text, name
+
+
+def sensitivity_figure(records, weights=PAPER):
+    from tpme.metrics.aggregate import entries_from_records
+    from tpme.metrics.sensitivity import sensitivity
+    from tpme.reports.plots import ternary
+
+    summary = summarise(records, weights)
+    sens = sensitivity(entries_from_records(records), weights)
+    return summary, sens, ternary(summary, sens)
+
+
+def test_sensitivity_svg_is_vector_only(tmp_path) -> None:
+    from tpme.reports.build import write_report
+
+    write_report(zoo(), tmp_path, PAPER, ("svg", "pdf"))
+    svg = (tmp_path / "sensitivity.svg").read_text()
+    assert "<image" not in svg and "data:image/png" not in svg
+    assert (tmp_path / "sensitivity.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_ternary_regions_are_exact_polygons_matching_the_grid() -> None:
+    """Each region's area share equals the share of grid points it wins, within the grid's resolution."""
+    from matplotlib.patches import Polygon
+
+    summary, sens, fig = sensitivity_figure(zoo())
+    ax = fig.axes[0]
+    regions = {p.get_gid()[len("region:"):]: p for p in ax.patches if isinstance(p, Polygon) and (p.get_gid() or "").startswith("region:")}
+    assert set(regions) == {m for m, s in sens.shares.items() if s > 0}
+    total = math.sqrt(3) / 4
+    for name, patch in regions.items():
+        xy = patch.get_xy()
+        area = 0.5 * abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(xy[:-1], xy[1:])))
+        assert area / total == pytest.approx(sens.shares[name], abs=0.05), name
+    assert not ax.images
+
+
+def test_ternary_ties_are_hatched_and_no_method_wears_the_tie_look() -> None:
+    from matplotlib.colors import to_hex
+
+    recs = [record("fft", 10.0, 1000, 9e8), record("iisan", 1.0, 100, 1e8), record("iisan-cached", 1.0, 100, 1e8), record("frozen", 5.0, 50, 5e8)]
+    summary, sens, fig = sensitivity_figure(recs)
+    patches = {p.get_gid(): p for p in fig.axes[0].patches if (p.get_gid() or "").startswith("region:")}
+    tie = patches["region:iisan = iisan-cached"]
+    assert tie.get_hatch() and to_hex(tie.get_facecolor()) == "#ffffff"
+    for gid, p in patches.items():
+        if p is not tie:
+            assert not p.get_hatch() and to_hex(p.get_facecolor()) not in ("#ffffff", "#dddddd"), gid
+
+
+def test_ternary_has_ticks_on_the_time_axis() -> None:
+    _, _, fig = sensitivity_figure(zoo())
+    for axis in ("a1", "a2", "a3"):
+        ticks = [t.get_text() for t in fig.axes[0].texts if t.get_gid() == f"tick:{axis}"]
+        assert ticks == ["0.2", "0.4", "0.6", "0.8"], axis
+
+
+def test_energy_is_a_fourth_term_and_three_weights_keep_their_meaning() -> None:
+    from tpme.metrics.tpme import Entry, Weights, score
+
+    entries = [Entry("a", 10, 100, 1e9, 500.0), Entry("b", 5, 200, 2e9, 100.0), Entry("c", 1, 50, 3e9, 300.0)]
+    three = score(entries, Weights.parse("0.45,0.1,0.45"))
+    four0 = score(entries, Weights.parse("0.45,0.1,0.45,0"))
+    assert [s.tpme for s in three] == [s.tpme for s in four0]
+    four = score(entries, Weights.parse("0,0,0,1"))
+    assert [s.tpme for s in four] == [1.0, 0.0, 0.5]
+    from tpme.errors import TpmeError
+
+    with pytest.raises(TpmeError, match="no energy figure"):
+        score([Entry("a", 1, 1, 1), Entry("b", 2, 2, 2)], Weights.parse("0.25,0.25,0.25,0.25"))
