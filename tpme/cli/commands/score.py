@@ -50,9 +50,10 @@ def list_weights(as_json: bool) -> int:
     if as_json:
         print_json([{"name": n, "weights": list(w), "use": WEIGHT_PRESET_USES.get(n, "")} for n, w in WEIGHT_PRESETS.items()])
         return 0
-    width = max(len(n) for n in WEIGHT_PRESETS)
-    for n, w in WEIGHT_PRESETS.items():
-        print(f"{n:<{width}}  {','.join(f'{x:.3g}' for x in w):<17}  {WEIGHT_PRESET_USES.get(n, '')}")
+    from tpme.reports.terminal import TextTable, print_table
+
+    cells = [[n, *(f"{x:.3g}" for x in w), WEIGHT_PRESET_USES.get(n, "")] for n, w in WEIGHT_PRESETS.items()]
+    print_table(TextTable(["preset", "a1 (time)", "a2 (params)", "a3 (memory)", "use"], cells, {1, 2, 3}))
     return 0
 
 
