@@ -297,3 +297,41 @@ def test_results_from_several_devices_carry_a_caution(tmp_path: Path) -> None:
     write_report(recs, tmp_path, PAPER, ("html", "md"))
     for name in ("report.html", "report.md"):
         assert "come from 2 devices" in (tmp_path / name).read_text()
+
+
+def shares_of_mixed_width() -> list:
+    """Shares of 58.9, 33.8, 7.4 and 0.0 %: sorted as text, 7.4 would come after 58.9."""
+    mib = 2**20
+    spec = [("fft", 72.5, 428_416, 12.46), ("adapter", 20.0, 183_360, 9.43), ("lora", 13.7, 124_992, 9.23), ("bitfit", 10.7, 119_296, 8.22),
+            ("iisan", 15.7, 187_462, 4.77), ("frozen", 17.6, 116_800, 3.99), ("iisan-cached", 2.87, 187_462, 3.31)]
+    return [record(m, t, p, mem * mib) for m, t, p, mem in spec]
+
+
+def test_secondary_tables_sort_by_number_and_show_the_direction(tmp_path: Path) -> None:
+    write_report(shares_of_mixed_width(), tmp_path, PAPER, ("html",))
+    page = (tmp_path / "report.html").read_text()
+    share_table = page[page.index("share of simplex where lowest (%)"):]
+    share_table = share_table[:share_table.index("</table>")]
+    cells = re.findall(r'<td class="num" data-v="([^"]*)">([^<]*)</td>', share_table)
+    assert len(cells) == 7 and all(float(v) == pytest.approx(float(text), abs=0.05) for v, text in cells)
+    assert 'aria-sort="descending">share of simplex' in page and 'aria-sort="ascending">rank' in page
+    assert "page script" not in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_sort_in_headless_chromium_is_numeric(tmp_path: Path) -> None:
+    """Click the share header in the browser: rows come back in numeric order, the header says ascending."""
+    write_report(shares_of_mixed_width(), tmp_path, PAPER, ("html",))
+    probe = """<script>window.addEventListener('load',function(){
+      var th=Array.prototype.filter.call(document.querySelectorAll('th'),function(h){return h.textContent.indexOf('share of simplex')===0;})[0];
+      th.click();var t=th.closest('table');
+      var v=Array.prototype.map.call(t.tBodies[0].rows,function(r){return r.cells[1].textContent;});
+      var p=document.createElement('p');p.id='probe';p.textContent=th.getAttribute('aria-sort')+'|'+v.join(',');document.body.appendChild(p);});</script>"""
+    page = tmp_path / "probe.html"
+    page.write_text((tmp_path / "report.html").read_text().replace("</body>", probe + "</body>"))
+    dump = chromium(["--dump-dom", page.as_uri()], tmp_path / "profile")
+    m = re.search(r'<p id="probe">([^<]*)</p>', dump.stdout)
+    assert m, dump.stderr[-2000:]
+    direction, values = m.group(1).split("|")
+    numbers = [float(v) for v in values.split(",")]
+    assert direction == "ascending" and numbers == sorted(numbers) and numbers[-1] > 50 > numbers[-2] > 10 > numbers[1]
