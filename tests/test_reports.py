@@ -335,3 +335,22 @@ def test_sort_in_headless_chromium_is_numeric(tmp_path: Path) -> None:
     direction, values = m.group(1).split("|")
     numbers = [float(v) for v in values.split(",")]
     assert direction == "ascending" and numbers == sorted(numbers) and numbers[-1] > 50 > numbers[-2] > 10 > numbers[1]
+
+
+def test_energy_per_epoch_and_adapter_size_reach_the_tables(tmp_path: Path) -> None:
+    from tpme.results.record import Memory
+
+    recs = [record("fft", 2.0, 1000, 5e8), record("lora", 1.0, 10, 1e8)]
+    for r, joules, size in zip(recs, (300.0, 100.0), (4_096, 128)):
+        r.memory = Memory(energy_j=joules)  # over the 4 timed steps of an 8-step epoch
+        r.adapter_bytes = size
+    assert recs[0].energy_per_epoch_j == 600.0
+    term = render_terminal(recs, PAPER)
+    assert "energy per epoch (J)" in term and "600.0" in term and "adapter size (KiB)" in term and "4.00" in term
+    write_report(recs, tmp_path, Weights.parse("0.4,0.1,0.4,0.1"), ("csv", "md", "html"))
+    rows = {r["label"]: r for r in csv.DictReader(io.StringIO((tmp_path / "table.csv").read_text()))}
+    assert float(rows["fft"]["energy_per_epoch_j"]) == 600.0 and float(rows["lora"]["adapter_bytes"]) == 128
+    assert float(rows["fft"]["e_norm"]) == 1.0 and float(rows["fft"]["weight_energy"]) == 0.1
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / name).read_text()
+        assert "energy per epoch (J)" in text and "a4 (energy per epoch) = 0.1" in text, name

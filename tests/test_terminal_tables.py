@@ -135,3 +135,9 @@ def test_a_failed_dataset_check_leaves_no_run_directory(tmp_path, capsys) -> Non
     assert main(["run", "--preset", "ci", "--methods", "frozen", "--dataset", str(bad), "--out", str(out), "--quiet"]) == 2
     assert "no items file" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_energy_weight_on_the_cpu_is_refused_before_any_cell_runs(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["run", "--preset", "ci", "--methods", "frozen", "--device", "cpu", "--weights", "0.4,0.1,0.4,0.1", "--out", str(out)]) == 2
+    assert "no energy is measured" in capsys.readouterr().err and not out.exists()
