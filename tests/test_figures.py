@@ -189,3 +189,11 @@ def test_energy_is_a_fourth_term_and_three_weights_keep_their_meaning() -> None:
 
     with pytest.raises(TpmeError, match="no energy figure"):
         score([Entry("a", 1, 1, 1), Entry("b", 2, 2, 2)], Weights.parse("0.25,0.25,0.25,0.25"))
+
+
+def test_the_baseline_is_reported_even_when_the_methods_were_not_evaluated(tmp_path) -> None:
+    from tpme.reports.build import write_report
+
+    write_report(with_baseline(zoo(hr=False), 0.2031), tmp_path, PAPER, ("html", "md"))
+    for name in ("report.html", "report.md"):
+        assert "popularity baseline (not trained, not scored): HR@10 0.2031" in (tmp_path / name).read_text(), name

@@ -25,6 +25,9 @@ def baseline_sentences(summary: Summary) -> list[str]:
             beaten = [r.label for r in rows if (r.quality[q.name] < v if q.higher_is_better else r.quality[q.name] > v)]
             verdict = f"beats every method ({len(rows)})" if rows and len(beaten) == len(rows) else f"beats {len(beaten)} of {len(rows)}: {', '.join(beaten)}" if beaten else f"beaten by all {len(rows)} methods"
             figures.append(f"{q.title} {v:.4f} ({verdict})")
-        if figures:
+        if not summary.quality_metrics and b.quality:  # the methods were not evaluated: the reference alone
+            figures = [f"{k.upper() if '@' in k else k} {q.value:.4f}" for k, q in b.quality.items()]
+            out.append(f"The {b.name} baseline (not trained, not scored): " + ", ".join(figures) + "; the methods were not evaluated (add --eval to compare them with it).")
+        elif figures:
             out.append(f"The {b.name} baseline (not trained, not scored): " + "; ".join(figures) + ".")
     return out
