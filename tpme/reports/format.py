@@ -20,7 +20,13 @@ class Unit:
         return f"{title} ({self.name})" if self.name else title
 
     def cell(self, value: float | None, digits: int = 2) -> str:
-        return "-" if value is None else f"{value / self.size:.{digits if self.size > 1 else 0}f}"
+        """`digits` decimals; below 1 of the unit three significant digits (0.0370, not 0.04)."""
+        if value is None:
+            return "-"
+        x = value / self.size
+        if self.size == 1 and float(x).is_integer():
+            return f"{x:.0f}"
+        return f"{x:.3g}" if 0 < abs(x) < 1 else f"{x:.{digits}f}"
 
 
 def byte_unit(values: Iterable[float | None]) -> Unit:

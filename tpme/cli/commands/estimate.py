@@ -85,7 +85,7 @@ MEMORY_COLUMNS = (  # header, bytes of an estimate row
 
 def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool | None = None) -> str:
     """One unit per memory column (the largest that column reaches), numbers right-aligned."""
-    from tpme.reports.format import byte_unit
+    from tpme.reports.format import byte_unit, fmt_seconds
     from tpme.reports.terminal import TextTable
     from tpme.reports.terminal import render as render_table
 
@@ -113,12 +113,6 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool
         if graphed:
             table.notes.append(f"Timed as replayed from CUDA graphs (as `tpme run` captures them; --cuda-graphs off for eager): {', '.join(graphed)}.")
     return render_table(table, colour)
-
-
-def fmt_seconds(s: float | None) -> str:
-    from tpme.reports.format import fmt_seconds as fmt
-
-    return fmt(s)
 
 
 def _list_gpus(gpus: list, as_json: bool) -> int:
