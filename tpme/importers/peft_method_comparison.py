@@ -166,6 +166,7 @@ class PeftMethodComparison(Importer):
         run_info, train_info = _obj(data, "run_info", "file"), _obj(data, "train_info", "file")
         meta = data.get("meta_info") if isinstance(data.get("meta_info"), dict) else {}
         experiment = _text(run_info, "experiment_name", "run_info")
+        method = experiment.split("/", 1)[0]
         train_config = _obj(run_info, "train_config", "run_info")
         peft_config = run_info.get("peft_config") if isinstance(run_info.get("peft_config"), dict) else None  # full fine-tuning has none
         bench = benchmark_of(train_config)
@@ -180,8 +181,8 @@ class PeftMethodComparison(Importer):
         config = json_safe({"benchmark": bench.name, "train": train_config, "peft": peft_config})
         ok = status == "success"
         rec = Record(
-            method=experiment.split("/", 1)[0], label=experiment, status="ok" if ok else "error", source="published", scenario=bench.scenario,
-            cell_key=cell_key(experiment.split("/", 1)[0], {}, {"importer": self.name, "experiment": experiment, "created_at": run_info.get("created_at"), **config}, 0),
+            method=method, label=experiment, source="published", scenario=bench.scenario,
+            cell_key=cell_key(method, {}, {"importer": self.name, "experiment": experiment, "created_at": run_info.get("created_at"), **config}, 0),
             seed=_number(train_config, "seed", "run_info.train_config", integer=True, required=False),
             trainable_params=_number(train_info, "num_trainable_params", "train_info", integer=True, required=ok),
             total_params=_number(train_info, "num_total_params", "train_info", integer=True, required=False),
@@ -195,15 +196,14 @@ class PeftMethodComparison(Importer):
                 "total_time_s": _number(run_info, "total_time", "run_info", required=False),
             }),
         )
-        if not ok:
+        if not ok:  # a canceled run's time and memory cover part of the budget: not T or M
             rec.status, rec.error = _failure(status, str(run_info.get("error_msg") or ""))
             return rec
-        rec.epoch_time_s = _number(train_info, "train_time", "train_info")
-        rec.epoch_time_source = "published"
+        rec.status = "ok"
+        rec.epoch_time_s, rec.epoch_time_source = _number(train_info, "train_time", "train_info"), "published"
         rec.timing = Timing(steps=steps, note=f"peft's train_time: seconds of the fixed budget of {steps:,} training steps"
                             + (f" (batch {batch})" if batch else "") + ", evaluation time subtracted; a step budget, not an epoch")
         rec.peak_memory_bytes = _number(train_info, "accelerator_memory_max", "train_info", integer=True)
-        rec.memory_source = "cuda_reserved"
-        rec.memory.peak_reserved_bytes = rec.peak_memory_bytes
+        rec.memory_source, rec.memory.peak_reserved_bytes = "cuda_reserved", rec.peak_memory_bytes
         rec.quality = quality(bench, metrics)
         return rec
