@@ -19,8 +19,8 @@ from tpme.reports.format import Unit, byte_unit, fmt_float
 from tpme.reports.summary import Row, Summary, summarise
 from tpme.results.record import Record
 
-TIME_MARK = {"measured": "", "extrapolated": "*", "estimated": "~", "mixed": "+"}
-MEMORY_SOURCES = {"cuda_allocator": "CUDA allocator peak allocated", "cpu_tensor_peak": "CPU tensor-level peak"}
+TIME_MARK = {"measured": "", "published": "", "extrapolated": "*", "estimated": "~", "mixed": "+"}
+MEMORY_SOURCES = {"cuda_allocator": "CUDA allocator peak allocated", "cuda_reserved": "CUDA allocator peak reserved", "cpu_tensor_peak": "CPU tensor-level peak"}
 CSV_COLUMNS = (
     "label", "method", "group_value", "rank", "tpme", "t_norm", "p_norm", "m_norm", "epoch_time_s", "epoch_time_source",
     "trainable_params", "trainable_params_pct_of_max", "adapter_bytes", "peak_memory_bytes", "memory_source", "energy_per_epoch_j", "e_norm",
@@ -101,6 +101,8 @@ def notes(summary: Summary) -> list[str]:
     if sources:
         out.append("Peak memory: " + ", ".join(MEMORY_SOURCES.get(s, s) for s in sources) + ".")
     out += mark_notes(scored)
+    if "published" in {r.epoch_time_source for r in scored}:
+        out.append("Epoch time as its source published it, not measured here: it may cover a fixed step budget rather than an epoch (each record's timing.note says).")
     if any(r.adapter_bytes is not None for r in summary.rows):
         out.append("Adapter size: the trainable state saved as safetensors (bytes on disk).")
     if any(r.energy_j is not None for r in summary.rows):
