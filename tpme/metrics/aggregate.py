@@ -23,5 +23,5 @@ def scored_dicts(records: list[Record], weights: Weights) -> list[dict[str, Any]
     out = []
     for r in records:
         s = scores.get(r.label)
-        out.append({**r.to_dict(), "tpme": s.tpme if s else None, "tpme_rank": s.rank if s else None, "tpme_weights": list(weights.terms() if weights.energy else weights.as_tuple())})
+        out.append({**r.to_dict(), "tpme": s.tpme if s else None, "tpme_rank": s.rank if s else None, "tpme_weights": list(weights.given())})
     return out

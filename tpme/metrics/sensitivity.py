@@ -57,7 +57,7 @@ class Sensitivity:
             "step": self.step,
             "points": len(self.grid),
             "tie_rule": f"methods within {TIE_TOL:g} of the lowest TPME share a point; it counts 1/k to each of k tied methods",
-            "chosen_weights": list(self.chosen.as_tuple()),
+            "chosen_weights": list(self.chosen.given()),
             "chosen_winner": list(self.chosen_winners),
             "shares": self.shares,
             "kendall_tau": {"mean": self.tau_mean, "min": self.tau_min, "identical_ranking_share": self.identical_share},
@@ -69,7 +69,7 @@ class Sensitivity:
         """Boundaries grouped by the pair of winners they separate: how many grid edges cross
         it and its point nearest to the chosen weights (the smallest change that flips the winner
         that way), nearest first."""
-        chosen = np.array(self.chosen.as_tuple())
+        chosen = np.array(self.chosen.as_tuple()) / (1 - self.chosen.energy)  # on the map's simplex (a4 held fixed)
         pairs: dict[tuple, list[Boundary]] = {}
         for b in self.boundaries:
             pairs.setdefault(tuple(sorted([b.before, b.after])), []).append(b)

@@ -59,6 +59,10 @@ class Weights:
         """The time, parameter and memory weights (the weight simplex of the sensitivity map)."""
         return (self.time, self.params, self.memory)
 
+    def given(self) -> tuple[float, ...]:
+        """The weights as a user gives them: three, or four when energy counts."""
+        return self.terms() if self.energy else self.as_tuple()
+
     def terms(self) -> tuple[float, float, float, float]:
         """All four weights: time, parameters, memory, energy."""
         return (self.time, self.params, self.memory, self.energy)

@@ -199,4 +199,4 @@ def report_json(summary: Summary, prov: Provenance, sens: Sensitivity | None) ->
         d.pop("step_times_s")
         d["status"] = r.status
         rows.append(d)
-    return {"weights": list(summary.weights.as_tuple()), "group_by": summary.group_by, "rows": rows, "sensitivity": sens.to_dict() if sens else None, "provenance": prov.to_dict()}
+    return {"weights": list(summary.weights.given()), "group_by": summary.group_by, "rows": rows, "sensitivity": sens.to_dict() if sens else None, "provenance": prov.to_dict()}
