@@ -5,11 +5,12 @@ built (its run script says so: an optimizer may change `requires_grad`), and `nu
 full fine-tuning. This module builds the same objects without weights:
 
 1. The base model and its adapters on the meta device: no memory, under a second for a 3B model.
-2. Where an initialisation needs data (SHiRA's mask, AdaMSS's SVD and clustering, FRoD, MiCA,
-   BOFT's and UniLoRA's index draws), the meta device raises. Then two probe models with one and
-   two decoder blocks on real, seeded random weights (embeddings stay on meta) are counted, and the
-   count is extrapolated linearly to all blocks. That is exact when every block is adapted alike,
-   which is checked; the counts of these methods depend on shapes, not on weight values.
+2. Where an initialisation needs data (SHiRA's mask, AdaMSS's SVD and clustering, FRoD's and
+   MiCA's SVD, BOFT's and UniLoRA's index draws on the meta device), peft raises. Then a probe of
+   two decoder blocks on real, seeded random weights (embeddings stay on meta) is counted, and what
+   its last block adds is added once per missing block. That is exact when every block is adapted
+   alike (checked) and the count follows shapes, not values; AdaMSS's `use_dynamic_rank`, whose
+   ranks follow the checkpoint's singular values, is refused rather than guessed.
 3. The optimizer of `training` (peft's `lora-fa`, `lora+`, `riemannian`) is built as the suite
    builds it: LoRA-FA freezes every `lora_A`, so its trainable set is the optimizer's.
 4. `_freeze_bookkeeping` restores the rule of the published runs for non-adapter state; see there.
@@ -32,6 +33,8 @@ from tpme.scenarios.causal_lm.peft_experiment import PEFT_OPTIMIZERS, QUANTISED_
 # peft imports these lazily inside one method's initialisation; named here so the user gets the extra to install
 _METHOD_PACKAGES = {"ADAMSS": ("sklearn", "scikit-learn")}
 INSTALL_HINT = "pip install 'tpme[causal-lm]'"
+# settings whose count follows the checkpoint's values, which a count without it cannot know
+_VALUE_DEPENDENT = {"ADAMSS": "use_dynamic_rank"}
 # settings that can adapt one block differently from another (by layer index or a regex over full module names)
 _PER_BLOCK_KEYS = ("layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern")
 
@@ -53,23 +56,19 @@ def count(model_config, adapter_config: dict[str, Any] | None, training: dict[st
     _check_packages(adapter_config)
     try:
         with torch.device("meta"):
-            return _count(_base_model(model_config, dtype), adapter_config, training)
+            model = _wrap(_base_model(model_config, dtype), adapter_config, training)
+        return model.get_nb_trainable_parameters()
     except (NotImplementedError, RuntimeError) as e:
         if not _needs_data(e):
             raise _cannot_apply(adapter_config, e) from e
-    return _count_from_probes(model_config, adapter_config, training, dtype)
+    return _count_from_probe(model_config, adapter_config, training, dtype)
 
 
-def _count(base: nn.Module, adapter_config: dict[str, Any], training: dict[str, Any]) -> tuple[int, int]:
-    """Wrap `base` as peft's suite does, build its optimizer, and count."""
-    from peft import PeftConfig, get_peft_model
+def _wrap(base: nn.Module, adapter_config: dict[str, Any], training: dict[str, Any]) -> nn.Module:
+    """Wrap `base` as peft's suite does and build its optimizer: the model whose flags peft counts."""
+    from peft import get_peft_model
 
-    try:
-        config = PeftConfig.from_peft_type(**copy.deepcopy(adapter_config))
-    except KeyError as e:
-        raise TpmeError(f"unknown peft_type {adapter_config.get('peft_type')!r}", "use a peft_type of the installed peft (peft.PeftType)") from e
-    except (TypeError, ValueError) as e:
-        raise TpmeError(f"invalid {adapter_config.get('peft_type')} config: {e}", "fix the adapter_config.json") from e
+    config = _peft_config(adapter_config)
     with _quiet(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(training.get("seed", 0)))
         try:
@@ -80,25 +79,72 @@ def _count(base: nn.Module, adapter_config: dict[str, Any], training: dict[str, 
             raise _cannot_apply(adapter_config, e) from e
         _build_optimizer(model, training)
     _freeze_bookkeeping(model)
-    return model.get_nb_trainable_parameters()
+    return model
 
 
-def _count_from_probes(model_config, adapter_config: dict[str, Any], training: dict[str, Any], dtype: torch.dtype) -> tuple[int, int]:
-    """Count with 1 and 2 real decoder blocks, then extrapolate: count(L) = count(1) + (L - 1) * per block."""
-    per_block = _per_block_settings(adapter_config)
+def _peft_config(adapter_config: dict[str, Any]):
+    """A fresh PeftConfig (get_peft_model fills it in); keys this peft does not know are dropped, as peft drops them."""
+    from peft import PeftConfig
+
+    try:
+        with _quiet():
+            return PeftConfig.from_peft_type(**copy.deepcopy(adapter_config))
+    except KeyError as e:
+        raise TpmeError(f"unknown peft_type {adapter_config.get('peft_type')!r}", "use a peft_type of the installed peft (peft.PeftType)") from e
+    except (TypeError, ValueError) as e:
+        raise TpmeError(f"invalid {adapter_config.get('peft_type')} config: {e}", "fix the adapter_config.json") from e
+
+
+def _count_from_probe(model_config, adapter_config: dict[str, Any], training: dict[str, Any], dtype: torch.dtype) -> tuple[int, int]:
+    """Count a probe of two blocks on real weights and add what its last block adds once per missing block."""
+    config = _peft_config(adapter_config)
+    setting = _VALUE_DEPENDENT.get(getattr(config.peft_type, "value", str(config.peft_type)))
+    if setting and getattr(config, setting, False):
+        raise TpmeError(
+            f"with {setting}, {adapter_config['peft_type']}'s parameter count follows the checkpoint's weights, which tpme does not load to count",
+            f"count with {setting}=false, or measure the trainable parameters with `tpme run` on the real model",
+        )
+    per_block = _per_block_settings(config)
     if per_block:
         raise TpmeError(
-            f"counting {adapter_config.get('peft_type')} needs real weights, and tpme extrapolates from one block, "
+            f"counting {adapter_config.get('peft_type')} needs real weights, and tpme extrapolates from a probe of two blocks, "
             f"which is exact only when every block is adapted alike; this config sets {', '.join(per_block)}",
             "count a config that adapts every block alike (a list of target_modules, no per-layer settings)",
         )
-    blocks = _num_blocks(model_config)
-    one, two = (_count(_probe_model(model_config, k, dtype, int(training.get("seed", 0))), adapter_config, training) for k in (1, 2))
-    return tuple(a + (blocks - 1) * (b - a) for a, b in zip(one, two))  # type: ignore[return-value]
+    with torch.device("meta"):
+        blocks_path, blocks = _decoder_blocks(_base_model(model_config, dtype))
+    kept = min(blocks, 2)
+    model = _wrap(_probe_model(model_config, kept, dtype, int(training.get("seed", 0))), adapter_config, training)
+    # named_parameters visits a shared parameter once, under its first name: a tensor shared by all
+    # blocks (UniLoRA's vector) falls in block 0, so the last block holds only what each block adds
+    last = f".{blocks_path}.{kept - 1}."
+    whole, added = [0, 0], [0, 0]
+    for name, p in model.named_parameters():  # the loop of PeftModel.get_nb_trainable_parameters
+        for part in (whole, added) if last in f".{name}" else (whole,):
+            part[0] += p.numel() if p.requires_grad else 0
+            part[1] += p.numel()
+    return whole[0] + (blocks - kept) * added[0], whole[1] + (blocks - kept) * added[1]
+
+
+def _decoder_blocks(model: nn.Module) -> tuple[str, int]:
+    """The path of the ModuleList holding the decoder blocks (the one as long as num_hidden_layers), and its length."""
+    blocks = _num_blocks(model.config)
+    found = [name for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == blocks]
+    if len(found) != 1:
+        raise TpmeError(
+            f"cannot tell the decoder blocks of {type(model).__name__} (module lists of {blocks} entries: {found or 'none'})",
+            "count this method on a model whose blocks are one nn.ModuleList, as transformers' decoders have",
+        )
+    return found[0], blocks
 
 
 def _probe_model(model_config, blocks: int, dtype: torch.dtype, seed: int) -> nn.Module:
-    """The model cut to `blocks` decoder blocks, their weights real and seeded, its embeddings on meta."""
+    """The model cut to `blocks` decoder blocks on real weights, its embeddings left on meta.
+
+    Every real weight is its own Parameter viewing the front of one seeded random buffer: what
+    these initialisations need is a real tensor of the right shape, and one draw of the largest
+    shape costs an eighth of drawing two blocks of a 3B model.
+    """
     config = copy.deepcopy(model_config)
     config.num_hidden_layers = blocks
     if isinstance(getattr(config, "layer_types", None), list):
@@ -106,16 +152,14 @@ def _probe_model(model_config, blocks: int, dtype: torch.dtype, seed: int) -> nn
     with torch.device("meta"):
         model = _base_model(config, dtype)
     keep_meta = {id(m) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
-    std = float(getattr(config, "initializer_range", 0.02))
+    owned = [(module, name, p) for module in model.modules() if id(module) not in keep_meta for name, p in module.named_parameters(recurse=False) if p.is_meta]
+    largest = max((p.numel() for _, _, p in owned), default=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for module in model.modules():
-            if id(module) in keep_meta:
-                continue
-            for name, p in list(module.named_parameters(recurse=False)):
-                if p.is_meta:
-                    real = torch.empty(p.shape, dtype=p.dtype).normal_(0.0, std) if p.dim() > 1 else torch.ones(p.shape, dtype=p.dtype)
-                    module._parameters[name] = nn.Parameter(real, requires_grad=p.requires_grad)
+        pool = torch.empty(largest, dtype=dtype).normal_(0.0, float(getattr(config, "initializer_range", 0.02)))
+    for module, name, p in owned:
+        real = pool[: p.numel()].view(p.shape) if p.dim() > 1 else torch.ones(p.shape, dtype=p.dtype)
+        module._parameters[name] = nn.Parameter(real, requires_grad=p.requires_grad)
     return model
 
 
@@ -195,9 +239,10 @@ def _needs_data(error: BaseException) -> bool:
     return False
 
 
-def _per_block_settings(adapter_config: dict[str, Any]) -> list[str]:
-    found = [k for k in _PER_BLOCK_KEYS if adapter_config.get(k)]
-    found += [k for k in ("target_modules", "exclude_modules") if isinstance(adapter_config.get(k), str) and adapter_config[k] != "all-linear"]
+def _per_block_settings(config) -> list[str]:
+    """The settings of a PeftConfig that may adapt one block differently from another."""
+    found = [k for k in _PER_BLOCK_KEYS if getattr(config, k, None)]
+    found += [k for k in ("target_modules", "exclude_modules") if isinstance(getattr(config, k, None), str) and getattr(config, k) != "all-linear"]
     return found
 
 
