@@ -22,12 +22,42 @@ CSV_COLUMNS = (
     "label", "method", "group_value", "rank", "tpme", "t_norm", "p_norm", "m_norm", "epoch_time_s", "epoch_time_source",
     "trainable_params", "trainable_params_pct_of_max", "peak_memory_bytes", "memory_source",
 )
+CSV_SPREAD = ("epoch_time_ci_low_s", "epoch_time_ci_high_s", "tpme_ci_low", "tpme_ci_high", "rank_ci_low", "rank_ci_high", "tied_with", "outlier_steps", "busy_repeats")
 CSV_TAIL = ("repeats", "repeats_ok", "status", "error", "weight_time", "weight_params", "weight_memory")
 
 
 def fmt_time(s: float) -> str:
     """Three significant digits, trailing zeros kept (4.00, 10.0, 0.362); whole seconds from 100."""
     return f"{s:.0f}" if s >= 100 else f"{s:#.3g}"
+
+
+def _half_width(value: float, ci: tuple[float, float] | None) -> float | None:
+    """What `value ± w` must show to cover the interval (the wider side); None without spread."""
+    if ci is None:
+        return None
+    w = max(value - ci[0], ci[1] - value, 0.0)
+    return w if w > 0 else None
+
+
+def time_cell(r: Row) -> str:
+    """`2.62 ± 0.31`: the epoch time and the wider side of its bootstrap interval."""
+    w = _half_width(r.epoch_time_s, r.epoch_time_ci)
+    return fmt_time(r.epoch_time_s) + (f" ± {w:#.2g}".rstrip(".") if w is not None else "")
+
+
+def tpme_cell(r: Row) -> str:
+    w = None if r.tpme is None else _half_width(r.tpme, r.tpme_ci)
+    return fmt_float(r.tpme) + (f" ± {fmt_float(w)}" if w is not None else "")
+
+
+def rank_cell(r: Row) -> str:
+    """`2`, or `2 (1–3)` when the rank interval is wider than one rank; `=` marks a tie."""
+    if r.rank is None:
+        return "-"
+    text = str(r.rank)
+    if r.rank_ci is not None and r.rank_ci[0] != r.rank_ci[1]:
+        text += f" ({r.rank_ci[0]}–{r.rank_ci[1]})"
+    return text + ("=" if r.tied_with else "")
 
 
 @dataclass(frozen=True)
@@ -77,9 +107,9 @@ def build_table(summary: Summary, status_column: bool = True) -> Table:
                 f"{r.trainable_params / pu.size:.2f}" if pu.size > 1 else f"{r.trainable_params:.0f}",
                 f"{100 * r.params_share:.2f}" if r.params_share is not None else "-",
                 f"{r.peak_memory_bytes / mu.size:.2f}" + ("~" if r.memory_kind == "estimated" else "+" if r.memory_kind == "mixed" else ""),
-                fmt_time(r.epoch_time_s) + TIME_MARK.get(r.epoch_time_source or "", "?"),
-                fmt_float(r.tpme),
-                str(r.rank) if r.rank is not None else "-",
+                time_cell(r) + TIME_MARK.get(r.epoch_time_source or "", "?"),
+                tpme_cell(r),
+                rank_cell(r),
             ]
             line += [fmt_float(r.quality.get(q.name), 4) for q in quality]
             if status_column:
@@ -119,9 +149,23 @@ def notes(summary: Summary) -> list[str]:
         out.append(f"Training step replayed from CUDA graphs (captured once, outside epoch time): {', '.join(graphed)}; the others ran eagerly.")
     if any(r.repeats > 1 for r in summary.rows):
         out.append("Repeats are combined by their median.")
+    if any(r.epoch_time_ci or r.tpme_ci for r in scored):
+        out.append(f"± covers the {100 * summary.level:g} % seeded bootstrap interval (over steps and repeats; the wider side); "
+                   f"rank (a–b): the ranks that interval allows; = not separable from another method's TPME (a tie).")
+    outliers = [f"{r.label} {r.outlier_steps}" for r in scored if r.outlier_steps]
+    if outliers:
+        out.append(f"Outlier steps flagged (kept; the median resists them): {', '.join(outliers)}.")
+    busy = [f"{r.label} ({r.busy_repeats}/{r.ok})" for r in scored if r.busy_repeats]
+    if busy:
+        out.append(f"WARNING: the host was busy while these were measured, so their times may be inflated: {', '.join(busy)}; "
+                   f"e.g. {scored_reason(scored)}. Rerun on an idle host (`--require-idle`) for clean numbers.")
     if summary.quality_metrics:
         out.append("Quality: " + ", ".join(f"{q.title} ({'higher' if q.higher_is_better else 'lower'} is better)" for q in summary.quality_metrics) + ".")
     return out
+
+
+def scored_reason(rows: list[Row]) -> str:
+    return next((x for r in rows for x in r.busy_reasons), "")[:200]
 
 
 def render_terminal(records: list[Record], weights: Weights) -> str:
@@ -151,7 +195,7 @@ def render_markdown_table(t: Table) -> str:
     return "\n".join(out) + "\n\n" + " ".join(n.replace("*", "\\*") for n in t.notes) + "\n"
 
 
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--"}
 
 
 def latex_escape(text: str) -> str:
@@ -192,13 +236,15 @@ def render_csv(summary: Summary) -> str:
     """Raw numbers (seconds, parameters, bytes), one row per label, the weights on every row."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*CSV_COLUMNS, *(q.name for q in summary.quality_metrics), *CSV_TAIL])
+    w.writerow([*CSV_COLUMNS, *CSV_SPREAD, *(q.name for q in summary.quality_metrics), *CSV_TAIL])
     wt = summary.weights.as_tuple()
     for r in summary.rows:
         err = "; ".join(f"{f['status']}: {f['error'].strip().splitlines()[-1] if f['error'].strip() else ''}" for f in r.failures)
         values = [
             r.label, r.method, r.group_value, r.rank, r.tpme, r.t_norm, r.p_norm, r.m_norm, r.epoch_time_s, r.epoch_time_source,
             r.trainable_params, None if r.params_share is None else 100 * r.params_share, r.peak_memory_bytes, r.memory_source,
+            *(r.epoch_time_ci or (None, None)), *(r.tpme_ci or (None, None)), *(r.rank_ci or (None, None)), ";".join(r.tied_with),
+            r.outlier_steps if r.ok else None, r.busy_repeats if r.ok else None,
             *(r.quality.get(q.name) for q in summary.quality_metrics), r.repeats, r.ok, r.status, err, *wt,
         ]
         w.writerow(["" if v is None else v for v in values])
