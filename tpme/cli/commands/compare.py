@@ -15,8 +15,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="compare two result sets: ratio and verdict per method and metric",
         description="For every method in both BASELINE and CANDIDATE and every metric (epoch time, trainable parameters, peak memory, "
         "TPME, HR@10/NDCG@10 when present): the ratio candidate/baseline and a verdict, better / worse / within noise. "
-        "A change must exceed --threshold, widened to the relative spread (max-min)/median of the repeats on either side; "
-        "TPME is judged on its absolute difference. Result sets from different devices or configurations are refused (exit 2) unless --force.",
+        "Epoch time is judged on the step-time distributions of both sides: a seeded 95%% bootstrap interval of the ratio of medians "
+        "(over steps and repeats) must lie wholly above 1 + --threshold for `worse` (below 1 - threshold for `better`); "
+        "TPME the same way on the interval of its absolute difference. Parameters, memory and quality metrics are compared exactly: "
+        "a change must exceed --threshold, widened to the relative spread (max-min)/median of the repeats on either side. "
+        "Result sets from different devices or configurations are refused (exit 2) unless --force.",
     )
     p.add_argument("baseline", metavar="BASELINE", help="run directory or results.jsonl")
     p.add_argument("candidate", metavar="CANDIDATE", help="run directory or results.jsonl")
@@ -34,6 +37,14 @@ def fmt(metric: str, v: float | None) -> str:
     if v is None:
         return "-"
     return {"epoch_time_s": lambda x: fmt_seconds(x) + " s", "trainable_params": fmt_params, "peak_memory_bytes": fmt_bytes}.get(metric, lambda x: f"{x:.4f}")(v)
+
+
+def band(c) -> str:
+    """The bootstrap interval a verdict came from (ratio for time, difference for TPME), else the exact rule's band."""
+    if c.interval is not None:
+        lo, hi = c.interval
+        return f"[{lo:.3f}, {hi:.3f}]" if c.metric != "tpme" else f"[{lo:+.3f}, {hi:+.3f}]"
+    return f"±{100 * c.noise:.1f}%" if c.metric != "tpme" else f"±{c.noise:.3f}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         for m in problems:
             print(f"WARNING (forced): {m}")
-        rows = [[c.label, c.metric, fmt(c.metric, c.baseline), fmt(c.metric, c.candidate), f"{c.ratio:.3f}" if c.ratio is not None else "-", f"±{100 * c.noise:.1f}%" if c.metric != "tpme" else f"±{c.noise:.3f}", c.verdict] for c in result.rows]
-        headers = ["method", "metric", "baseline", "candidate", "ratio", "noise", "verdict"]
+        rows = [[c.label, c.metric, fmt(c.metric, c.baseline), fmt(c.metric, c.candidate), f"{c.ratio:.3f}" if c.ratio is not None else "-", band(c), c.verdict] for c in result.rows]
+        headers = ["method", "metric", "baseline", "candidate", "ratio", "interval or band", "verdict"]
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)] if rows else [len(h) for h in headers]
         print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
         for r in rows:
@@ -70,5 +81,7 @@ def run(args: argparse.Namespace) -> int:
         for lab in result.only_candidate:
             print(f"only in candidate: {lab}")
         n = len(result.regressions)
-        print(f"\n{n} regression(s) beyond the noise band (threshold {100 * threshold:g}%)" + (": " + ", ".join(f"{c.label} {c.metric}" for c in result.regressions) if n else ""))
+        print(f"\nintervals: 95% seeded bootstrap over steps and repeats (time: ratio candidate/baseline; TPME: difference); "
+              f"a verdict needs the whole interval beyond the threshold")
+        print(f"{n} regression(s) beyond the noise band (threshold {100 * threshold:g}%)" + (": " + ", ".join(f"{c.label} {c.metric}" for c in result.regressions) if n else ""))
     return 1 if args.fail_on_regression and result.regressions else 0
