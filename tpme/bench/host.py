@@ -19,6 +19,7 @@ import psutil
 
 MARGIN_CORES = 0.5  # other processes may use this much beyond the free cores before the host counts as busy
 TOP_PROCESSES = 5  # busiest other processes named in a reason
+KEPT_PROCESSES = 20  # busiest other processes kept in the record
 MIN_NAMED_CORES = 0.05  # processes below this average are not named
 
 
@@ -73,9 +74,9 @@ def gpu_processes(exclude: set[int]) -> list[dict[str, Any]]:
 
 
 def own_pids() -> set[int]:
-    """This process and its descendants."""
-    me = psutil.Process()
-    return {me.pid, *(c.pid for c in me.children(recursive=True))}
+    """This process: a cell runs in one process (its helpers are threads), so anything else,
+    a child this process started included, is other work competing with it."""
+    return {os.getpid()}
 
 
 @dataclass
@@ -110,14 +111,8 @@ def _busy_seconds() -> float:
 
 
 def _own_seconds() -> float:
-    total = 0.0
-    for pid in own_pids():
-        try:
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            continue
-    return total
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
 
 
 def _process_seconds(exclude: set[int]) -> dict[int, tuple[str, float]]:
@@ -161,7 +156,7 @@ class CpuWindow:
             if cores >= MIN_NAMED_CORES:
                 top.append({"pid": pid, "name": name, "cores": round(cores, 2)})
         top.sort(key=lambda p: -p["cores"])
-        return Usage(round(wall, 3), round(other / wall, 3), top[:TOP_PROCESSES])
+        return Usage(round(wall, 3), round(other / wall, 3), top[:KEPT_PROCESSES])
 
 
 def _fmt_top(top: list[dict[str, Any]]) -> str:
@@ -174,7 +169,7 @@ def busy_reasons(usage: Usage | None, cell_cores: int, snapshots: list[Snapshot]
     free = max(snapshots[0].cpu_available - cell_cores, 0) if snapshots else 0
     if usage is not None and usage.other_cores > free + MARGIN_CORES:
         reasons.append(f"other processes used {usage.other_cores:.2f} CPU cores on average over {usage.seconds:.1f} s, "
-                       f"above the {free} the cell leaves free" + (f": {_fmt_top(usage.top)}" if usage.top else ""))
+                       f"above the {free} the cell leaves free" + (f": {_fmt_top(usage.top[:TOP_PROCESSES])}" if usage.top else ""))
     seen = set()
     for s in snapshots:
         for p in s.gpu_processes:

@@ -18,6 +18,23 @@ def add_weights_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="paper", metavar="A1,A2,A3|PRESET", help=f"TPME weights for time, parameters, memory (non-negative, sum 1) or a preset: {', '.join(WEIGHT_PRESETS)} (default: paper = 0.45,0.1,0.45)")
 
 
+def add_require_idle_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--require-idle", action="store_true", help="refuse to start (exit 2, nothing written) when the host is busy: other processes "
+                   "using the CPU cores a cell needs, or another process on a GPU; without it such cells are measured, warned about and marked in their records")
+
+
+def require_idle(cpu_cells: bool) -> None:
+    """Raise when the host is busy for cells on the CPU (`cpu_cells`) or on a GPU, naming what is busy."""
+    import torch
+
+    from tpme.bench.host import available_cores, idle_check
+
+    reasons = idle_check(min(torch.get_num_threads(), available_cores()) if cpu_cells else 1)
+    if reasons:
+        raise TpmeError("--require-idle: the host is busy: " + "; ".join(reasons),
+                        "wait until those processes finish or stop them, or drop --require-idle to measure anyway (each record then says the host was busy)")
+
+
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

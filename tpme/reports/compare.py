@@ -71,6 +71,7 @@ class CompareResult:
     only_candidate: list[str]
     mismatches: list[str] = field(default_factory=list)
     forced: bool = False
+    busy: dict[str, list[str]] = field(default_factory=dict)  # side -> labels with a cell measured on a busy host
 
     @property
     def regressions(self) -> list[Comparison]:
@@ -79,7 +80,7 @@ class CompareResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold, "comparable": not self.mismatches, "mismatches": self.mismatches, "forced": self.forced,
-            "only_baseline": self.only_baseline, "only_candidate": self.only_candidate, "regressions": len(self.regressions),
+            "only_baseline": self.only_baseline, "only_candidate": self.only_candidate, "regressions": len(self.regressions), "host_busy": self.busy,
             "rows": [c.__dict__ for c in self.rows],
         }
 
@@ -221,7 +222,8 @@ def compare(baseline: list[Record], candidate: list[Record], threshold: float, w
                 rows.append(_judge_interval(lab, metric, b_vals, c_vals, iv, threshold, ratio_scale=True))
             else:
                 rows.append(_judge(lab, metric, lower_better, b_vals, c_vals, threshold))
-    return CompareResult(threshold, rows, [x for x in bl if x not in cl], [x for x in cl if x not in bl])
+    busy = {side: list(dict.fromkeys(r.label for r in rs if r.label in common and r.provenance.host_busy)) for side, rs in (("baseline", baseline), ("candidate", candidate))}
+    return CompareResult(threshold, rows, [x for x in bl if x not in cl], [x for x in cl if x not in bl], busy={k: v for k, v in busy.items() if v})
 
 
 def _judge_interval(lab: str, metric: str, b_vals: list[float], c_vals: list[float], iv: Interval, threshold: float, ratio_scale: bool) -> Comparison:

@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         for m in problems:
             print(f"WARNING (forced): {m}")
+        for side, labels in result.busy.items():
+            print(f"WARNING: the host was busy while the {side} measured {', '.join(labels)}: their step times include the load, "
+                  "so time verdicts there may reflect the host rather than the code (rerun with --require-idle)")
         rows = [[c.label, c.metric, fmt(c.metric, c.baseline), fmt(c.metric, c.candidate), f"{c.ratio:.3f}" if c.ratio is not None else "-", band(c), c.verdict] for c in result.rows]
         headers = ["method", "metric", "baseline", "candidate", "ratio", "interval or band", "verdict"]
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)] if rows else [len(h) for h in headers]
