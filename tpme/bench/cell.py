@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from tpme.bench.convergence import evaluate_after_steps, run_epochs
-from tpme.bench.host import HostMonitor, available_cores, iso_now
+from tpme.bench.host import HostMonitor, available_cores, cuda_uuid, iso_now
 from tpme.bench.probes import TensorMemoryTracker, memory_probes
 from tpme.bench.provenance import provenance
 from tpme.bench.train import StepTimes, timed_steps
@@ -97,7 +97,8 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
     record.method_options = method.options_dict()
     record.provenance = Provenance(**provenance(device, spec.command), timestamp=record.provenance.timestamp, seed=spec.seed)
     cell_cores = 1 if device.type == "cuda" else min(torch.get_num_threads(), available_cores())
-    host = HostMonitor(cell_cores, gpu=device.type == "cuda")
+    uuid = cuda_uuid(device.index or 0) if device.type == "cuda" else None
+    host = HostMonitor(cell_cores, gpu=device.type == "cuda", gpu_uuids=[uuid] if uuid else None)
 
     setup: TrainingSetup = scenario.build_training(cfg, method, spec.data_path, device, spec.cache_dir, spec.seed)
     model, trainer, loader = setup.model, setup.trainer, setup.loader

@@ -46,8 +46,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpu_processes(exclude: set[int]) -> list[dict[str, Any]]:
-    """Compute processes on every GPU NVML sees, other than `exclude`; [] without NVML or a GPU."""
+def gpu_processes(exclude: set[int], uuids: list[str] | None = None) -> list[dict[str, Any]]:
+    """Compute processes other than `exclude` on the GPUs with these NVML UUIDs (every GPU NVML
+    sees when None); [] without NVML or a GPU. `gpu` is NVML's index, not CUDA's."""
     try:
         import pynvml
 
@@ -58,6 +59,8 @@ def gpu_processes(exclude: set[int]) -> list[dict[str, Any]]:
     try:
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            if uuids is not None and _text(pynvml.nvmlDeviceGetUUID(handle)) not in uuids:
+                continue
             for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
                 if p.pid in exclude:
                     continue
@@ -71,6 +74,25 @@ def gpu_processes(exclude: set[int]) -> list[dict[str, Any]]:
     finally:
         pynvml.nvmlShutdown()
     return out
+
+
+def _text(v: str | bytes) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def cuda_uuid(index: int) -> str | None:
+    """NVML's UUID (`GPU-...`) of CUDA device `index` as this process numbers it, so a cell
+    looks only at its own GPU; None when torch does not say."""
+    import torch
+
+    try:
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    except (RuntimeError, AssertionError):  # no CUDA: every GPU NVML sees is checked instead
+        return None
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith("GPU-") else f"GPU-{text}"
 
 
 def own_pids() -> set[int]:
@@ -97,11 +119,12 @@ class Snapshot:
         return asdict(self)
 
 
-def snapshot(with_gpu: bool = True) -> Snapshot:
+def snapshot(with_gpu: bool = True, gpu_uuids: list[str] | None = None) -> Snapshot:
+    """`gpu_uuids`: only those GPUs' processes (None: every GPU)."""
     mem = psutil.virtual_memory()
     return Snapshot(
         iso_now(), [round(x, 2) for x in psutil.getloadavg()], psutil.cpu_count() or 1, available_cores(), psutil.cpu_count(logical=False),
-        cpu_model(), int(mem.total), int(mem.available), gpu_processes(own_pids()) if with_gpu else [],
+        cpu_model(), int(mem.total), int(mem.available), gpu_processes(own_pids(), gpu_uuids) if with_gpu else [],
     )
 
 
@@ -206,9 +229,9 @@ class HostState:
 class HostMonitor:
     """Before / after snapshots of a cell and the other processes' CPU use while it is timed."""
 
-    def __init__(self, cell_cores: int, gpu: bool):
-        self.gpu = gpu
-        self.state = HostState(snapshot(gpu), cell_cores=cell_cores)
+    def __init__(self, cell_cores: int, gpu: bool, gpu_uuids: list[str] | None = None):
+        self.gpu, self.gpu_uuids = gpu, gpu_uuids
+        self.state = HostState(snapshot(gpu, gpu_uuids), cell_cores=cell_cores)
         self._window: CpuWindow | None = None
 
     def start_window(self) -> None:
@@ -221,7 +244,7 @@ class HostMonitor:
 
     def finish(self) -> HostState:
         self.stop_window()
-        self.state.after = snapshot(self.gpu)
+        self.state.after = snapshot(self.gpu, self.gpu_uuids)
         self.state.reasons = busy_reasons(self.state.window, self.state.cell_cores, [self.state.before, self.state.after])
         return self.state
 
