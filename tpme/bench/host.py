@@ -128,9 +128,11 @@ def snapshot(with_gpu: bool = True, gpu_uuids: list[str] | None = None) -> Snaps
     )
 
 
-def _busy_seconds() -> float:
+def _busy_seconds() -> tuple[float, float]:
+    """(CPU seconds spent running this host's processes, seconds the hypervisor gave to other machines), all CPUs summed."""
     t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    steal = getattr(t, "steal", 0.0)
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0) - steal, steal
 
 
 def _own_seconds() -> float:
@@ -155,6 +157,7 @@ class Usage:
     seconds: float
     other_cores: float
     top: list[dict[str, Any]]  # pid, name, cores; busiest first
+    steal_cores: float = 0.0  # CPU a hypervisor gave to other virtual machines
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,7 +173,8 @@ class CpuWindow:
 
     def stop(self) -> Usage:
         wall = max(time.monotonic() - self._t0, 1e-6)
-        other = max(_busy_seconds() - self._busy0 - (_own_seconds() - self._own0), 0.0)
+        busy, steal = _busy_seconds()
+        other = max(busy - self._busy0[0] - (_own_seconds() - self._own0), 0.0)
         now = _process_seconds(own_pids())
         top = []
         for pid, (name, secs) in now.items():
@@ -179,7 +183,7 @@ class CpuWindow:
             if cores >= MIN_NAMED_CORES:
                 top.append({"pid": pid, "name": name, "cores": round(cores, 2)})
         top.sort(key=lambda p: -p["cores"])
-        return Usage(round(wall, 3), round(other / wall, 3), top[:KEPT_PROCESSES])
+        return Usage(round(wall, 3), round(other / wall, 3), top[:KEPT_PROCESSES], round(max(steal - self._busy0[1], 0.0) / wall, 3))
 
 
 def _fmt_top(top: list[dict[str, Any]]) -> str:
@@ -193,6 +197,8 @@ def busy_reasons(usage: Usage | None, cell_cores: int, snapshots: list[Snapshot]
     if usage is not None and usage.other_cores > free + MARGIN_CORES:
         reasons.append(f"other processes used {usage.other_cores:.2f} CPU cores on average over {usage.seconds:.1f} s, "
                        f"above the {free} the cell leaves free" + (f": {_fmt_top(usage.top[:TOP_PROCESSES])}" if usage.top else ""))
+    if usage is not None and usage.steal_cores > MARGIN_CORES:
+        reasons.append(f"the hypervisor gave {usage.steal_cores:.2f} of this machine's CPU cores to other machines (steal time)")
     seen = set()
     for s in snapshots:
         for p in s.gpu_processes:

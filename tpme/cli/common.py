@@ -23,13 +23,15 @@ def add_require_idle_arg(p: argparse.ArgumentParser) -> None:
                    "using the CPU cores a cell needs, or another process on a GPU; without it such cells are measured, warned about and marked in their records")
 
 
-def require_idle(cpu_cells: bool) -> None:
-    """Raise when the host is busy for cells on the CPU (`cpu_cells`) or on a GPU, naming what is busy."""
+def require_idle(device_types: set[str]) -> None:
+    """Raise when the host is busy for cells on these device types (cpu, cuda), naming what is busy:
+    CPU cells need their threads' cores free, GPU cells one core and no other process on a GPU."""
     import torch
 
     from tpme.bench.host import available_cores, idle_check
 
-    reasons = idle_check(min(torch.get_num_threads(), available_cores()) if cpu_cells else 1)
+    cores = min(torch.get_num_threads(), available_cores()) if "cpu" in device_types else 1
+    reasons = idle_check(cores, gpu="cuda" in device_types)
     if reasons:
         raise TpmeError("--require-idle: the host is busy: " + "; ".join(reasons),
                         "wait until those processes finish or stop them, or drop --require-idle to measure anyway (each record then says the host was busy)")

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         scenario.check_method(get_method(name, options[name]))  # bad options or a method of another task fail here, before any cell runs
     if args.require_idle:
-        require_idle(resolve_device(cfg.train.device).type != "cuda")
+        require_idle({resolve_device(cfg.train.device).type})
     out_dir = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}"
     command = ["tpme", "run", *sys.argv[2:]]
     plan = Plan("run", run_cells(scenario, cfg, [(n, options[n]) for n in names], args.repeats), args.plugin, args.cache_dir, args.estimate,

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         from tpme.cli.common import require_idle
         from tpme.device import resolve_device
 
-        require_idle(any(resolve_device(c.config.train.device).type != "cuda" for c in plan.cells))
+        require_idle({resolve_device(c.config.train.device).type for c in plan.cells})
     outcome = drive(plan, opts)
     if outcome.interrupted:
         return 130
