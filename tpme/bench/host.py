@@ -20,7 +20,7 @@ import psutil
 MARGIN_CORES = 0.5  # other processes may use this much beyond the free cores before the host counts as busy
 TOP_PROCESSES = 5  # busiest other processes named in a reason
 KEPT_PROCESSES = 20  # busiest other processes kept in the record
-MIN_NAMED_CORES = 0.05  # processes below this average are not named
+MIN_NAMED_CORES = 0.02  # processes below this average are not named
 
 
 def iso_now() -> str:
