@@ -10,7 +10,7 @@ from tpme.metrics.tpme import PAPER_WEIGHTS, Entry, score
 from tpme.reports.compare import compare
 from tpme.reports.summary import summarise
 from tpme.reports.table import build_table, render_csv
-from tpme.results.record import Record, Timing
+from tpme.results.record import Provenance, Record, Timing
 
 STEPS_PER_EPOCH = 8
 
@@ -130,3 +130,14 @@ def test_tables_show_spread_ties_and_csv_intervals() -> None:
     assert " ± " in cells["fft"][4] and cells["frozen"][6].endswith("=") and not cells["fft"][6].endswith("=")
     header, *lines = render_csv(summary).splitlines()
     assert "epoch_time_ci_low_s" in header.split(",") and "tied_with" in header.split(",")
+
+
+def test_a_change_measured_on_a_busy_host_is_inconclusive() -> None:
+    base, cand = pair(0, 1.5)
+    busy = Provenance(host_state={"busy": True, "reasons": ["other processes used 1.50 CPU cores"]})
+    cand = [replaced(r, provenance=busy) for r in cand]
+    result = compare(base, cand, 0.05, PAPER_WEIGHTS)
+    verdict = {(c.label, c.metric): c.verdict for c in result.rows}
+    assert verdict[("fft", "epoch_time_s")] == "inconclusive: busy host" and verdict[("fft", "tpme")] == "inconclusive: busy host"
+    assert result.regressions == [] and result.busy == {"candidate": ["fft", "frozen"]}
+    assert verdict[("fft", "trainable_params")] == "within noise"  # exact figures do not depend on the load

@@ -11,7 +11,10 @@ judged on its difference, the same way: the interval of candidate - baseline ove
 draws must lie beyond the threshold, taken as an absolute TPME difference. Both sides are
 scored on one scale: each term is min-max normalised over the methods the two sets have in
 common, baseline and candidate values together, so a method's TPME moves only when its own
-figures move. Deterministic figures (trainable parameters, peak memory) and quality
+figures move. A time or TPME change beyond the band where either side measured on a busy host
+(`provenance.host_state`) is "inconclusive: busy host", not a regression: the steps of one
+cell share the host's load, so their spread cannot show a load that changed between runs.
+Deterministic figures (trainable parameters, peak memory) and quality
 metrics keep the exact rule: the change must exceed the threshold, widened to the relative
 spread (max - min) / median of either side's repeats where a side has several.
 Sets measured on different devices or configurations are not comparable: `mismatches`
@@ -34,6 +37,7 @@ from tpme.metrics.tpme import Entry, Weights, score
 from tpme.results.record import Record
 
 EFFICIENCY = (("epoch_time_s", True), ("trainable_params", True), ("peak_memory_bytes", True), ("tpme", True))  # name, lower is better
+INCONCLUSIVE = "inconclusive: busy host"  # a time change beyond the band, measured on a busy host on either side
 # Settings that change how long or how carefully a cell measures, not what it measures.
 IRRELEVANT_CONFIG = ("preset", "train.device", "train.steps", "train.warmup_steps", "train.memory_steps")
 
@@ -58,7 +62,7 @@ class Comparison:
     candidate: float | None
     ratio: float | None
     noise: float  # the band a change must exceed (relative; absolute for tpme)
-    verdict: str  # better | worse | within noise | n/a
+    verdict: str  # better | worse | within noise | inconclusive: busy host | n/a
     interval: list[float] | None = None  # epoch time: bootstrap interval of the ratio; tpme: of the difference
     level: float | None = None  # of that interval
 
@@ -205,6 +209,8 @@ def compare(baseline: list[Record], candidate: list[Record], threshold: float, w
     ok_common = {x for x in common if _values(baseline, x, "epoch_time_s") and _values(candidate, x, "epoch_time_s")}
     bt, ct = common_scale_tpme(baseline, candidate, ok_common, weights)
     tpme_iv = tpme_difference_intervals(baseline, candidate, [x for x in common if x in ok_common], weights)
+    busy = {side: list(dict.fromkeys(r.label for r in rs if r.label in common and r.provenance.host_busy)) for side, rs in (("baseline", baseline), ("candidate", candidate))}
+    busy_labels = {x for labels_ in busy.values() for x in labels_}
     rows = []
     for lab in common:
         for metric, lower_better in _metrics(baseline, candidate):
@@ -216,19 +222,20 @@ def compare(baseline: list[Record], candidate: list[Record], threshold: float, w
             if not b_vals and not c_vals:
                 continue
             if b_vals and c_vals and metric == "tpme" and lab in tpme_iv:
-                rows.append(_judge_interval(lab, metric, b_vals, c_vals, tpme_iv[lab], threshold, ratio_scale=False))
+                rows.append(_judge_interval(lab, metric, b_vals, c_vals, tpme_iv[lab], threshold, ratio_scale=False, busy=bool(busy_labels)))
             elif b_vals and c_vals and metric == "epoch_time_s" and statistics.median(b_vals) > 0:
                 iv = ratio_interval(_repeats(baseline, lab), _repeats(candidate, lab), key=lab)
-                rows.append(_judge_interval(lab, metric, b_vals, c_vals, iv, threshold, ratio_scale=True))
+                rows.append(_judge_interval(lab, metric, b_vals, c_vals, iv, threshold, ratio_scale=True, busy=lab in busy_labels))
             else:
                 rows.append(_judge(lab, metric, lower_better, b_vals, c_vals, threshold))
-    busy = {side: list(dict.fromkeys(r.label for r in rs if r.label in common and r.provenance.host_busy)) for side, rs in (("baseline", baseline), ("candidate", candidate))}
     return CompareResult(threshold, rows, [x for x in bl if x not in cl], [x for x in cl if x not in bl], busy={k: v for k, v in busy.items() if v})
 
 
-def _judge_interval(lab: str, metric: str, b_vals: list[float], c_vals: list[float], iv: Interval, threshold: float, ratio_scale: bool) -> Comparison:
+def _judge_interval(lab: str, metric: str, b_vals: list[float], c_vals: list[float], iv: Interval, threshold: float, ratio_scale: bool, busy: bool) -> Comparison:
     """Lower is better. `iv` is an interval of candidate / baseline (ratio_scale) or of candidate - baseline;
-    a verdict needs all of it beyond the threshold."""
+    a verdict needs all of it beyond the threshold, and a host that was idle on both sides (`busy`:
+    it was not): steps of one cell share the host's load, so their spread cannot show a load that
+    changed between the runs, and the change is reported as inconclusive instead."""
     b, c = statistics.median(b_vals), statistics.median(c_vals)
     centre = 1.0 if ratio_scale else 0.0
     if iv.low > centre + threshold:
@@ -237,6 +244,8 @@ def _judge_interval(lab: str, metric: str, b_vals: list[float], c_vals: list[flo
         verdict = "better"
     else:
         verdict = "within noise"
+    if busy and verdict != "within noise":
+        verdict = INCONCLUSIVE
     return Comparison(lab, metric, b, c, c / b if b else None, threshold, verdict, iv.as_list(), iv.level)
 
 

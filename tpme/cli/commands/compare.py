@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "TPME, HR@10/NDCG@10 when present): the ratio candidate/baseline and a verdict, better / worse / within noise. "
         "Epoch time is judged on the step-time distributions of both sides: a seeded 95%% bootstrap interval of the ratio of medians "
         "(over steps and repeats) must lie wholly above 1 + --threshold for `worse` (below 1 - threshold for `better`); "
-        "TPME the same way on the interval of its absolute difference. Parameters, memory and quality metrics are compared exactly: "
+        "TPME the same way on the interval of its absolute difference; such a change measured on a busy host (either side) is `inconclusive: busy host`, not a regression. Parameters, memory and quality metrics are compared exactly: "
         "a change must exceed --threshold, widened to the relative spread (max-min)/median of the repeats on either side. "
         "Result sets from different devices or configurations are refused (exit 2) unless --force.",
     )
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"WARNING (forced): {m}")
         for side, labels in result.busy.items():
             print(f"WARNING: the host was busy while the {side} measured {', '.join(labels)}: their step times include the load, "
-                  "so time verdicts there may reflect the host rather than the code (rerun with --require-idle)")
+                  "so a time change beyond the band there is `inconclusive: busy host`, not a verdict (rerun both with --require-idle)")
         rows = [[c.label, c.metric, fmt(c.metric, c.baseline), fmt(c.metric, c.candidate), f"{c.ratio:.3f}" if c.ratio is not None else "-", band(c), c.verdict] for c in result.rows]
         headers = ["method", "metric", "baseline", "candidate", "ratio", "interval or band", "verdict"]
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)] if rows else [len(h) for h in headers]
