@@ -36,10 +36,6 @@ class Interval:
     def contains(self, x: float) -> bool:
         return self.low <= x <= self.high
 
-    def half_width(self, centre: float) -> float:
-        """The larger distance from `centre` to an end: what `centre ± w` must show to cover the interval."""
-        return max(centre - self.low, self.high - centre, 0.0)
-
     def scaled(self, factor: float) -> "Interval":
         return Interval(self.low * factor, self.high * factor, self.level)
 
