@@ -59,8 +59,8 @@ def _sources_sentence(summary: Summary) -> str:
 
 
 CAPTIONS = {
-    "efficiency": "Methods in TPME rank order (best at the top). Every axis linear from zero, each bar's value printed beside it. Extrapolated figures are hatched (//) and their value marked *, estimated ones .. and ~, as in the table.",
-    "time_memory": "Dashed line: the Pareto front (no other method has both a shorter epoch and a lower peak). Marker area proportional to trainable parameters.",
+    "efficiency": "Methods in TPME rank order (best at the top). Every axis linear from zero, each bar's value printed beside it. Extrapolated figures are hatched (//) and their value marked *, estimated ones .. and ~, as in the table. Error bars: 95 % seeded bootstrap intervals of epoch time and TPME (over steps and repeats).",
+    "time_memory": "Dashed line: the Pareto front (no other method has both a shorter epoch and a lower peak). Marker area proportional to trainable parameters. Error bars: 95 % bootstrap interval of the epoch time.",
     "effectiveness": "Quality against TPME under the report's weights: more efficient to the left; each axis says which way is better.",
     "step_times": "Boxes: quartiles and median of the timed steps (warm-up excluded) over all repeats; dots: single steps. Measured.",
     "step_breakdown": "Median time per step in data loading, forward, backward and optimizer step, measured with device synchronisation between phases.",

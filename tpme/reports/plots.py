@@ -77,8 +77,22 @@ def efficiency_bars(summary: Summary, _: Any = None) -> Figure | None:
         for yi, v, src in zip(y, values, sources):
             ax.text(v + max(values) * 0.02, yi, _short(v) + SOURCE_MARK.get(src or "", ""), va="center", fontsize=7, gid="value")
     axes[0].set_yticks(y, [r.label for r in rows])
+    _error_bars(axes[0], y, [r.epoch_time_s for r in rows], [r.epoch_time_ci for r in rows], horizontal=True)
+    _error_bars(axes[3], y, [r.tpme for r in rows], [r.tpme_ci for r in rows], horizontal=True)
     _hatch_legend(fig, {s for p in panels for s in p[2] if s in HATCH})
     return fig
+
+
+def _error_bars(ax: Any, pos: Any, values: list[float], cis: list[tuple[float, float] | None], horizontal: bool = False, other: Any = None) -> None:
+    """The rows' bootstrap intervals (Row.*_ci) as error bars around `values`; rows without one get none."""
+    err = np.array([[max(v - ci[0], 0.0), max(ci[1] - v, 0.0)] if ci else [0.0, 0.0] for v, ci in zip(values, cis)]).T
+    if not err.any():
+        return
+    if horizontal:
+        ax.errorbar(values, pos, xerr=err, fmt="none", ecolor="black", elinewidth=0.8, capsize=2, zorder=3)
+        ax.set_xlim(right=max(ax.get_xlim()[1], float(np.max(np.asarray(values) + err[1])) * 1.05))
+    else:
+        ax.errorbar(other, values, yerr=err, fmt="none", ecolor="black", elinewidth=0.8, capsize=2, zorder=3)
 
 
 def _hatch_legend(fig: Figure, sources: set[str]) -> None:
@@ -126,6 +140,7 @@ def time_memory(summary: Summary, _: Any = None) -> Figure | None:
     ax.step(fx, fy, where="post", color="black", linewidth=1, linestyle="--", label=f"Pareto front (time, memory): {on_front}", zorder=1)
     for r, xi, yi, s in zip(rows, x, y, sizes):
         ax.scatter([xi], [yi], s=s, color=colours[r.label], edgecolor="black", linewidth=0.5, alpha=0.85, zorder=2, gid=r.label)
+    _error_bars(ax, None, y, [r.epoch_time_ci for r in rows], other=x)
     _auto_log(ax, x, "x")
     _auto_log(ax, y, "y")
     ax.set_xlabel(f"peak memory ({mu.name})")

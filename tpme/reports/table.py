@@ -25,12 +25,42 @@ CSV_COLUMNS = (
     "label", "method", "group_value", "rank", "tpme", "t_norm", "p_norm", "m_norm", "epoch_time_s", "epoch_time_source",
     "trainable_params", "trainable_params_pct_of_max", "adapter_bytes", "peak_memory_bytes", "memory_source", "energy_per_epoch_j", "e_norm",
 )
+CSV_SPREAD = ("epoch_time_ci_low_s", "epoch_time_ci_high_s", "tpme_ci_low", "tpme_ci_high", "rank_ci_low", "rank_ci_high", "tied_with", "outlier_steps", "busy_repeats")
 CSV_TAIL = ("repeats", "repeats_ok", "status", "error", "weight_time", "weight_params", "weight_memory", "weight_energy")
 
 
 def fmt_time(s: float) -> str:
     """Three significant digits, trailing zeros kept (4.00, 10.0, 0.362); whole seconds from 100."""
     return f"{s:.0f}" if s >= 100 else f"{s:#.3g}"
+
+
+def _half_width(value: float, ci: tuple[float, float] | None) -> float | None:
+    """What `value ± w` must show to cover the interval (the wider side); None without spread."""
+    if ci is None:
+        return None
+    w = max(value - ci[0], ci[1] - value, 0.0)
+    return w if w > 0 else None
+
+
+def time_cell(r: Row) -> str:
+    """`2.62 ± 0.31`: the epoch time and the wider side of its bootstrap interval."""
+    w = _half_width(r.epoch_time_s, r.epoch_time_ci)
+    return fmt_time(r.epoch_time_s) + (f" ± {w:#.2g}".rstrip(".") if w is not None else "")
+
+
+def tpme_cell(r: Row) -> str:
+    w = None if r.tpme is None else _half_width(r.tpme, r.tpme_ci)
+    return fmt_float(r.tpme) + (f" ± {fmt_float(w)}" if w is not None else "")
+
+
+def rank_cell(r: Row) -> str:
+    """`2`, or `2 (1–3)` when the rank interval is wider than one rank; `=` marks a tie."""
+    if r.rank is None:
+        return "-"
+    text = str(r.rank)
+    if r.rank_ci is not None and r.rank_ci[0] != r.rank_ci[1]:
+        text += f" ({r.rank_ci[0]}–{r.rank_ci[1]})"
+    return text + ("=" if r.tied_with else "")
 
 
 def params_unit(rows: list[Row]) -> Unit:
@@ -72,10 +102,10 @@ def build_table(summary: Summary, status_column: bool = True) -> Table:
         *([(au.header("adapter size"), lambda r: au.cell(r.adapter_bytes), lambda r: r.adapter_bytes)] if sized else []),
         ("% of max", lambda r: f"{100 * r.params_share:.2f}" if r.params_share is not None else "-", lambda r: r.params_share),
         (f"peak memory ({mu.name})", lambda r: f"{r.peak_memory_bytes / mu.size:.2f}" + MEMORY_MARK.get(r.memory_kind or "", ""), lambda r: r.peak_memory_bytes),
-        ("epoch time (s)", lambda r: fmt_time(r.epoch_time_s) + TIME_MARK.get(r.epoch_time_source or "", "?"), lambda r: r.epoch_time_s),
+        ("epoch time (s)", lambda r: time_cell(r) + TIME_MARK.get(r.epoch_time_source or "", "?"), lambda r: r.epoch_time_s),
         *([("energy per epoch (J)", lambda r: fmt_float(r.energy_j, 1), lambda r: r.energy_j)] if energy else []),
-        ("TPME", lambda r: fmt_float(r.tpme), lambda r: r.tpme),
-        ("rank", lambda r: str(r.rank) if r.rank is not None else "-", lambda r: r.rank),
+        ("TPME", tpme_cell, lambda r: r.tpme),
+        ("rank", rank_cell, lambda r: r.rank),
         *((q.title, lambda r, n=q.name: fmt_float(r.quality.get(n), 4), lambda r, n=q.name: r.quality.get(n)) for q in summary.quality_metrics),
     ]
     headers = ["method", *(c[0] for c in columns)] + (["status"] if status_column else [])
@@ -112,6 +142,16 @@ def notes(summary: Summary) -> list[str]:
         out.append(f"Training step replayed from CUDA graphs (captured once, outside epoch time): {', '.join(graphed)}; the others ran eagerly.")
     if any(r.repeats > 1 for r in summary.rows):
         out.append("Repeats are combined by their median.")
+    if any(r.epoch_time_ci or r.tpme_ci for r in scored):
+        out.append(f"± covers the {100 * summary.level:g} % seeded bootstrap interval (over steps and repeats; the wider side); "
+                   f"rank (a–b): the ranks that interval allows; = not separable from another method's TPME (a tie).")
+    outliers = [f"{r.label} {r.outlier_steps}" for r in scored if r.outlier_steps]
+    if outliers:
+        out.append(f"Outlier steps flagged (kept; the median resists them): {', '.join(outliers)}.")
+    busy = [f"{r.label} ({r.busy_repeats}/{r.ok})" for r in scored if r.busy_repeats]
+    if busy:
+        out.append(f"WARNING: the host was busy while these were measured, so their times may be inflated: {', '.join(busy)}; "
+                   f"e.g. {scored_reason(scored)}. Rerun on an idle host (`--require-idle`) for clean numbers.")
     if summary.quality_metrics:
         out.append("Quality: " + ", ".join(f"{q.title} ({'higher' if q.higher_is_better else 'lower'} is better)" for q in summary.quality_metrics) + ".")
     return out
@@ -130,6 +170,10 @@ def mark_notes(rows: list[Row]) -> list[str]:
     if any(r.memory_kind == "estimated" for r in rows):
         marks.append("~ after a memory figure: estimated")
     return ["; ".join(marks) + "."] if marks else []
+
+
+def scored_reason(rows: list[Row]) -> str:
+    return next((x for r in rows for x in r.busy_reasons), "")[:200]
 
 
 def render_terminal(records: list[Record], weights: Weights) -> str:
@@ -157,7 +201,7 @@ def render_markdown_table(t: Table) -> str:
     return "\n".join(out) + "\n\n" + " ".join(n.replace("*", "\\*") for n in t.notes) + "\n"
 
 
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--"}
 
 
 def latex_escape(text: str) -> str:
@@ -198,7 +242,7 @@ def render_csv(summary: Summary) -> str:
     """Raw numbers (seconds, parameters, bytes), one row per label, the weights on every row."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*CSV_COLUMNS, *(q.name for q in summary.quality_metrics), *CSV_TAIL])
+    w.writerow([*CSV_COLUMNS, *CSV_SPREAD, *(q.name for q in summary.quality_metrics), *CSV_TAIL])
     wt = summary.weights.terms()
     for r in summary.rows:
         err = "; ".join(f"{f['status']}: {f['error'].strip().splitlines()[-1] if f['error'].strip() else ''}" for f in r.failures)
@@ -206,6 +250,8 @@ def render_csv(summary: Summary) -> str:
             r.label, r.method, r.group_value, r.rank, r.tpme, r.t_norm, r.p_norm, r.m_norm, r.epoch_time_s, r.epoch_time_source,
             r.trainable_params, None if r.params_share is None else 100 * r.params_share, r.adapter_bytes, r.peak_memory_bytes, r.memory_source,
             r.energy_j, r.e_norm,
+            *(r.epoch_time_ci or (None, None)), *(r.tpme_ci or (None, None)), *(r.rank_ci or (None, None)), ";".join(r.tied_with),
+            r.outlier_steps if r.ok else None, r.busy_repeats if r.ok else None,
             *(r.quality.get(q.name) for q in summary.quality_metrics), r.repeats, r.ok, r.status, err, *wt,
         ]
         w.writerow(["" if v is None else v for v in values])

@@ -230,6 +230,8 @@ def _drive(plan: Plan, opts: DriverOptions, executor: Executor, todo: list[Cell]
                     queue.appendleft(Job(job.cell, job.spec, job.attempt + 1))
                     continue
                 done += 1
+                if record.provenance.host_busy:
+                    say(f"warning: {what}: the host was busy while it was measured ({'; '.join(record.provenance.host_reasons)[:300]}); its times may be inflated")
                 if record.status != "ok":
                     failed += 1
                     say(f"{what}: {record.status}" + (f" after {job.attempt} attempt(s)" if opts.retries > 1 else "") + f": {(record.error or '')[:200]}")
