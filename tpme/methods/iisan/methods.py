@@ -22,7 +22,7 @@ class Iisan(Method):
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
         side, text_layers, image_layers = build_side(backbones, embed_dim, self.options)
-        return IisanTower(backbones, side, text_layers, image_layers)
+        return IisanTower(backbones, side, text_layers, image_layers, official=self.options.official)
 
 
 @register_method("iisan-cached", "IISAN side networks fed from a one-off cache of the used layers' [CLS] states; no backbone in training")
