@@ -31,6 +31,7 @@ class RandomFrozenLoraLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, r: int, alpha: float, bias: bool):
         super().__init__()
+        self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         self.lora_A = nn.Parameter(torch.empty(r, in_features))

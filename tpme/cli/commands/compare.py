@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="For every method in both BASELINE and CANDIDATE and every metric (epoch time, trainable parameters, peak memory, "
         "TPME, HR@10/NDCG@10 when present): the ratio candidate/baseline and a verdict, better / worse / within noise. "
         "A change must exceed --threshold, widened to the relative spread (max-min)/median of the repeats on either side; "
-        "TPME is judged on its absolute difference. Result sets from different devices or configurations are refused (exit 2) unless --force.",
+        "TPME is judged on its absolute difference. Result sets from different devices, configurations or protocols (official / tpme) are refused (exit 2) unless --force.",
     )
     p.add_argument("baseline", metavar="BASELINE", help="run directory or results.jsonl")
     p.add_argument("candidate", metavar="CANDIDATE", help="run directory or results.jsonl")
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             print_json({"comparable": False, "mismatches": problems, "forced": False})
         for m in problems:
             print(f"tpme: error: not comparable: {m}", file=sys.stderr)
-        print("tpme: fix: compare runs on the same device and configuration, or pass --force to compare anyway (flagged)", file=sys.stderr)
+        print("tpme: fix: compare runs on the same device, configuration and protocol, or pass --force to compare anyway (flagged)", file=sys.stderr)
         return EXIT_REFUSED
     result = compare(base, cand, threshold, weights)
     result.mismatches, result.forced = problems, bool(problems)
