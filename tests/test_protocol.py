@@ -267,3 +267,16 @@ def test_cli_protocol_flag_reaches_the_config():
         _, c = scenario_config(args)
         expected = argv[argv.index("--protocol") + 1] if "--protocol" in argv else "official"
         assert c.protocol == expected
+
+
+def test_sweep_spec_sets_the_protocol_and_cells_take_the_official_batch(tmp_path):
+    from tpme.sweep.spec import load_spec
+
+    path = tmp_path / "p.yaml"
+    path.write_text("preset: paper\nsettings:\n  protocol: official\naxes:\n  method: [fft, iisan]\n")
+    cells = {c.method: c.config for c in load_spec(path).cells()}
+    assert cells["fft"].protocol == cells["iisan"].protocol == "official"
+    assert (cells["fft"].train.batch_size, cells["iisan"].train.batch_size) == (32, 64)
+    path.write_text("preset: paper\nsettings:\n  protocol: tpme\naxes:\n  method: [iisan]\n")
+    [cell] = load_spec(path).cells()
+    assert (cell.config.protocol, cell.config.train.batch_size) == ("tpme", 32)
