@@ -280,3 +280,15 @@ def test_sweep_spec_sets_the_protocol_and_cells_take_the_official_batch(tmp_path
     path.write_text("preset: paper\nsettings:\n  protocol: tpme\naxes:\n  method: [iisan]\n")
     [cell] = load_spec(path).cells()
     assert (cell.config.protocol, cell.config.train.batch_size) == ("tpme", 32)
+
+
+def test_official_step_runs_under_distributed_data_parallel(bundle):
+    from torch.nn.parallel import DistributedDataParallel
+
+    official = setup("bitfit", bundle, "official", eval=True)
+    assert isinstance(official.trainer.model, DistributedDataParallel) and official.execution["ddp"]
+    batch = next(official.loader.epoch(0))
+    assert torch.isfinite(official.trainer.step(batch))
+    assert torch.isfinite(official.trainer.step(next(official.loader.epoch(1))))  # the unused pooler bias is tolerated
+    assert 0.0 <= official.evaluator.evaluate(official.trainer.model)["test"]["hr@10"] <= 1.0
+    assert not isinstance(setup("bitfit", bundle, "tpme").trainer.model, DistributedDataParallel)

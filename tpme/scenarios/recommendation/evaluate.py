@@ -98,7 +98,9 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, model: Recommender) -> dict[str, Any]:
-        """{valid: {...}, test: {...}, eval_time_s}; the model is left in train mode."""
+        """{valid: {...}, test: {...}, eval_time_s}; the model is left in train mode.
+        A DistributedDataParallel wrapper (official protocol) is looked through."""
+        model = getattr(model, "module", model)
         t0 = time.perf_counter()
         model.eval()
         try:

@@ -15,6 +15,7 @@ produced by the official code, which differs in the work it does and in its sett
   `official` option builds them;
 - backbones: BERT keeps its pooler (frozen; BitFit trains its bias) and both backbones use
   eager attention, as transformers 4.20 did (`prepare_backbones`);
+- DistributedDataParallel on one process (`distributed`), as the official launch script runs it;
 - evaluation: a user's whole history is masked, the target too when bought before
   (evaluate.py, `OFFICIAL_MASKING`).
 """
@@ -107,6 +108,19 @@ def official_options(options: Any) -> Any:
     if dataclasses.is_dataclass(options) and any(f.name == "official" for f in dataclasses.fields(options)):
         return dataclasses.replace(options, official=True)
     return options
+
+
+def distributed(model: nn.Module, device: torch.device, method: str) -> nn.Module:
+    """The model wrapped, as the official code wraps it even on one GPU, in DistributedDataParallel
+    over a one-process group (gloo on CPU, nccl on CUDA): its gradient buckets hold a second copy
+    of the trainable gradients. BitFit finds unused parameters (the pooler bias), as there."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0, world_size=1)
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=method == "bitfit")
 
 
 def _group(name: str, fft: bool) -> tuple[str, float]:
