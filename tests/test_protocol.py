@@ -292,3 +292,19 @@ def test_official_step_runs_under_distributed_data_parallel(bundle):
     assert torch.isfinite(official.trainer.step(next(official.loader.epoch(1))))  # the unused pooler bias is tolerated
     assert 0.0 <= official.evaluator.evaluate(official.trainer.model)["test"]["hr@10"] <= 1.0
     assert not isinstance(setup("bitfit", bundle, "tpme").trainer.model, DistributedDataParallel)
+
+
+def test_official_cached_iisan_keeps_the_backbones_and_reads_the_cache_from_the_host(bundle, tmp_path):
+    from tpme.scenarios.base import count_params
+
+    torch.manual_seed(0)
+    official = build_training(cfg("official"), get_method("iisan-cached"), bundle, CPU, str(tmp_path))
+    plain = build_training(cfg("tpme"), get_method("iisan-cached"), bundle, CPU, str(tmp_path))
+    kept = official.model.tower.kept_backbones
+    assert kept is not None and not any(p.requires_grad for p in kept.parameters())
+    trainable, total = count_params(official.model)
+    assert trainable == count_params(plain.model)[0] and total > trainable + sum(p.numel() for p in kept.parameters()) - 1
+    assert plain.model.tower.kept_backbones is None
+    official.model.train()
+    assert not kept.training
+    assert torch.isfinite(official.trainer.step(next(official.loader.epoch(0))))

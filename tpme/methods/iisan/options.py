@@ -27,7 +27,8 @@ class IisanOptions:
     bottleneck: int = 64
     # the official code's build (set by the recommendation scenario's official protocol): SAN blocks
     # normal(0, 0.01) with zero biases, per-network heads and gates (each trained at its own rate),
-    # uncached: backbones in train mode and every used layer's full hidden states kept until backward
+    # uncached: backbones in train mode and every used layer's full hidden states kept until backward;
+    # cached: both frozen backbones kept on the device, the cache read from host memory every step
     official: bool = False
 
     def __post_init__(self) -> None:

@@ -90,17 +90,29 @@ class IisanTower(ItemTower):
 
 
 class IisanCachedTower(ItemTower):
-    """Side networks over cached states; reads nothing but item ids."""
+    """Side networks over cached states; reads nothing but item ids.
+
+    `kept_backbones`: the official code keeps both frozen backbones on the device although
+    training never runs them; given, they are held (frozen, in eval mode) so they go where
+    the model goes and count in its memory.
+    """
 
     needs = frozenset()
 
-    def __init__(self, side: SideNetworks, text_layers: list[int], image_layers: list[int], text_dim: int, image_dim: int):
+    def __init__(self, side: SideNetworks, text_layers: list[int], image_layers: list[int], text_dim: int, image_dim: int, kept_backbones: Backbones | None = None):
         super().__init__()
         self.side = side
+        self.kept_backbones = None if kept_backbones is None else nn.ModuleList([kept_backbones.text, kept_backbones.image]).requires_grad_(False).eval()
         self.text_layers, self.image_layers = text_layers, image_layers
         # placeholders until prepare() installs the cache
         self.register_buffer("text_cache", torch.zeros(0, len(text_layers), text_dim), persistent=False)
         self.register_buffer("image_cache", torch.zeros(0, len(image_layers), image_dim), persistent=False)
+
+    def train(self, mode: bool = True) -> "IisanCachedTower":
+        super().train(mode)
+        if self.kept_backbones is not None:
+            self.kept_backbones.eval()
+        return self
 
     def install(self, text: torch.Tensor, image: torch.Tensor) -> None:
         self.text_cache, self.image_cache = text, image
