@@ -13,7 +13,8 @@ def add_arguments(p: argparse.ArgumentParser, data: bool = True) -> None:
     g = p.add_argument_group("recommendation scenario")
     g.add_argument("--backbone", help="tiny|small|base (random-init shapes) or TEXT_DIR,IMAGE_DIR of local Hugging Face models (default: the preset's)")
     g.add_argument("--protocol", choices=["official", "tpme"], help="official: the official IISAN code's workload (every B x (L+1) slot), batch sizes, "
-                   "learning rates, initialisation, attention and evaluation masking; tpme: tpme's (default: official for --preset paper, tpme otherwise)")
+                   "learning rates (--lr is then not used), initialisation, attention, DDP wrapping and evaluation masking; tpme: tpme's "
+                   "(default: official for --preset paper, tpme otherwise)")
     if not data:
         return
     g.add_argument("--dataset", help="synthetic[:tiny|small|medium|scientific] or a dataset directory (default: the preset's)")

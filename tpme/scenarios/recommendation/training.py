@@ -61,7 +61,7 @@ def build_training(cfg: RunConfig, method: Method, bundle: DataBundle, device: t
     stepped = protocol.distributed(model, device, method.name) if protocol.is_official(cfg) else model
     trainer = Trainer(stepped, optimizer, grad_scaler(device, cfg.train.precision), device, cfg.train.precision, None, graphed_loss)
     execution = {"cuda_graphs": graphs.to_dict(), "static_shapes": loader.static, "optimizer": describe(optimizer), "protocol": cfg.protocol,
-                 "ddp": stepped is not model}
+                 "ddp": stepped is not model, "learning_rates": {g.get("name", "all"): g["lr"] for g in optimizer.param_groups}}
     evaluator = Evaluator(bundle, features, device, cfg.train.precision, cfg.protocol) if cfg.train.eval or cfg.train.early_stop else None
     shape = DataShape(bundle.n_users, {"items": bundle.n_items})
     return TrainingSetup(model, trainer, loader, prepare_info, prepare_time, execution, bundle.stats(), shape, evaluator)
