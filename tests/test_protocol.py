@@ -308,3 +308,13 @@ def test_official_cached_iisan_keeps_the_backbones_and_reads_the_cache_from_the_
     official.model.train()
     assert not kept.training
     assert torch.isfinite(official.trainer.step(next(official.loader.epoch(0))))
+
+
+def test_popularity_baseline_under_both_evaluation_protocols(bundle):
+    from tpme.scenarios.recommendation.evaluate import popularity_baseline
+
+    details = popularity_baseline(bundle).details
+    official = details["official_masking"]
+    assert official["test"]["users"] == details["test"]["users"]
+    assert official["masking"] != details["masking"]
+    assert all(0.0 <= official[split][m] <= 1.0 for split in ("valid", "test") for m in ("hr@10", "ndcg@10"))
