@@ -20,6 +20,7 @@ libraries read their environment at import time, CUDA reads its own in the child
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -114,6 +115,7 @@ def serve(req_fd: int, resp_fd: int, lifeline_fd: int) -> int:
     replies.send_bytes(json.dumps({"ready": reason is None, "reason": reason}).encode())
     if reason is not None:
         return 1
+    gc.freeze()  # the children's collections then skip (and never copy) the preloaded objects
     previous = None
     while True:
         try:

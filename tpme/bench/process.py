@@ -46,7 +46,7 @@ class _FreshCell:
         self._lifeline_w: int | None = lifeline_w
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "tpme.bench.worker", *argv, str(lifeline_r)], stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, pass_fds=(lifeline_r,), process_group=0)
+                                         env=env, pass_fds=(lifeline_r,), start_new_session=True)
         except BaseException:
             os.close(lifeline_w)
             raise
