@@ -83,7 +83,6 @@ def _child(request: dict[str, Any], close: tuple[int, ...], lifeline_fd: int) ->
         os.setpgid(0, 0)
         for fd in close:
             os.close(fd)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
@@ -287,14 +286,6 @@ def warn_once(reason: str) -> None:
             return
         _POOL.warned = True
     print(f"tpme: cells start as fresh interpreters (slower): {reason}", file=sys.stderr)
-
-
-def shutdown() -> None:
-    """Close every idle server (running ones close when their cell returns them)."""
-    with _POOL.lock:
-        idle, _POOL.idle[:] = list(_POOL.idle), []
-    for server in idle:
-        server.close()
 
 
 if __name__ == "__main__":
