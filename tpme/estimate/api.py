@@ -8,6 +8,7 @@ from tpme.estimate.estimator import StepEstimate, estimate_step
 from tpme.estimate.gpus import Gpu
 from tpme.estimate.predict import fits, runtime_overhead, step_time_s
 from tpme.methods.registry import get_method
+from tpme.results.record import label
 from tpme.scenarios.base import DataShape, Scenario
 
 SOURCE = "estimate"
@@ -55,7 +56,7 @@ def estimate_records(scenario: Scenario, cfg: Any, method: str, options: dict[st
     m = get_method(method, options)
     scenario.check_method(m)
     est = estimate_step(scenario, cfg, m, data, target="cuda")
-    base = {"method": method, "method_options": options, "scenario": scenario.name, "preset": cfg.preset, scenario.model_option: getattr(cfg, scenario.model_option),
+    base = {"method": method, "label": m.label or label(method, options), "method_options": options, "scenario": scenario.name, "preset": cfg.preset, scenario.model_option: getattr(cfg, scenario.model_option),
             "precision": cfg.train.precision, "batch_size": cfg.train.batch_size, **step_record(est)}
     steps = data.steps_per_epoch(cfg.train.batch_size)
     return [{**base, **gpu_record(est, gpu, steps)} for gpu in gpus]

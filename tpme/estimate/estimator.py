@@ -76,7 +76,8 @@ def estimate_step(scenario: Scenario, cfg: Any, method: Method, data: DataShape,
     named = tensor_items(fb)
     model.train()
     optimizer = scenario.optimizer(cfg, model, fused=target == "cuda")
-    scaler = grad_scaler(torch.device(target), cfg.train.precision, device_type=CPU.type)
+    precision = scenario.autocast_precision(cfg)
+    scaler = grad_scaler(torch.device(target), precision, device_type=CPU.type)
 
     with mode:
         prime_optimizer(optimizer, trainable)
@@ -90,7 +91,7 @@ def estimate_step(scenario: Scenario, cfg: Any, method: Method, data: DataShape,
     attention = gpu_attention() if target == "cuda" else contextlib.nullcontext()
     with attention, mode, tracker, known, counter:
         on_device = fb.to(CPU)  # as Trainer.to_device: the normalised batch the step holds until it ends
-        train_step(model, on_device, optimizer, scaler, CPU, cfg.train.precision, scenario.grad_clip(cfg), on_phase=on_phase)
+        train_step(model, on_device, optimizer, scaler, CPU, precision, scenario.grad_clip(cfg), on_phase=on_phase)
     return StepEstimate(
         memory=peak_breakdown(tracker),
         cost=counter.cost,
