@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tpme.estimate.allocator import round_size, segment_size
 from tpme.estimate.estimator import StepEstimate, estimate_step
 from tpme.estimate.gpus import Gpu
 from tpme.estimate.predict import fits, runtime_overhead, step_time_s
@@ -19,6 +20,7 @@ def step_record(est: StepEstimate) -> dict[str, Any]:
     c = est.cost
     return {
         "peak_memory_bytes": est.memory.peak_bytes,
+        "predicted_reserved_bytes": est.reserved_bytes,
         "breakdown": est.memory.breakdown,
         "flops_per_step": c.flops(),
         "flops": {p: c.flops(p) for p in ("forward", "backward", "optimizer")},
@@ -33,6 +35,12 @@ def step_record(est: StepEstimate) -> dict[str, Any]:
     }
 
 
+def reserved_on(est: StepEstimate, gpu: Gpu) -> int:
+    """`max_memory_reserved()` on that GPU: the step's replayed allocator plus cuBLAS's workspace,
+    which PyTorch takes from the same caching allocator (one segment of its own, kept)."""
+    return est.reserved_bytes + segment_size(round_size(gpu.calibration.cublas_workspace_bytes))
+
+
 def gpu_record(est: StepEstimate, gpu: Gpu, steps: int) -> dict[str, Any]:
     """The part that depends on the GPU: overhead, fit and predicted times."""
     overhead = runtime_overhead(est.memory.peak_bytes, gpu)
@@ -44,6 +52,7 @@ def gpu_record(est: StepEstimate, gpu: Gpu, steps: int) -> dict[str, Any]:
         "overhead_bytes": overhead.total,
         "overhead": {"cuda_context_bytes": overhead.cuda_context_bytes, "cublas_workspace_bytes": overhead.cublas_workspace_bytes, "fragmentation_bytes": overhead.fragmentation_bytes},
         "total_memory_bytes": est.memory.peak_bytes + overhead.total,
+        "predicted_reserved_bytes": reserved_on(est, gpu),
         "fits": fits(est.memory.peak_bytes, gpu),
         "predicted_step_time_s": step,
         "steps_per_epoch": steps,
