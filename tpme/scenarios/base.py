@@ -102,6 +102,7 @@ class Scenario:
     quality_metrics: ClassVar[tuple[QualityMetric, ...]] = ()
     model_option: ClassVar[str] = "model"  # the top-level config field `--model`/`--backbone` sets
     samples_name: ClassVar[str] = "samples"  # what one epoch visits once: users, sequences
+    estimate_preset: ClassVar[str] = "default"  # the preset `tpme estimate` starts from (the task's real scale)
 
     # configuration
     def presets(self) -> dict[str, ScenarioConfig]:
