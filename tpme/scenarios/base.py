@@ -174,6 +174,11 @@ class Scenario:
         meta=True builds shapes only (meta device, no weight init, no weights read)."""
         raise NotImplementedError
 
+    def count(self, cfg: Any, method: Method) -> tuple[int, int]:
+        """(trainable, total) parameters of a method, as `tpme params` reports them: the model
+        assembled on the meta device, counted as the harness counts."""
+        return count_params(self.assemble(cfg, method, meta=True).model)
+
     def optimizer(self, cfg: Any, model: nn.Module, fused: bool) -> torch.optim.Optimizer:
         """The optimizer the harness trains with (and the estimate builds)."""
         raise NotImplementedError
