@@ -16,8 +16,8 @@ from tpme.reports.format import fmt_float
 from tpme.reports.summary import Row, Summary, summarise
 from tpme.results.record import Record
 
-TIME_MARK = {"measured": "", "extrapolated": "*", "estimated": "~", "mixed": "+"}
-MEMORY_SOURCES = {"cuda_allocator": "CUDA allocator peak allocated", "cpu_tensor_peak": "CPU tensor-level peak"}
+TIME_MARK = {"measured": "", "published": "", "extrapolated": "*", "estimated": "~", "mixed": "+"}
+MEMORY_SOURCES = {"cuda_allocator": "CUDA allocator peak allocated", "cuda_reserved": "CUDA allocator peak reserved", "cpu_tensor_peak": "CPU tensor-level peak"}
 CSV_COLUMNS = (
     "label", "method", "group_value", "rank", "tpme", "t_norm", "p_norm", "m_norm", "epoch_time_s", "epoch_time_source",
     "trainable_params", "trainable_params_pct_of_max", "peak_memory_bytes", "memory_source",
@@ -114,6 +114,8 @@ def notes(summary: Summary) -> list[str]:
         marks.append("~ after a memory figure: estimated")
     if marks:
         out.append("; ".join(marks) + ".")
+    if "published" in time_sources:
+        out.append("Epoch time as its source published it, not measured here: it may cover a fixed step budget rather than an epoch (each record's timing.note says).")
     graphed = [r.label for r in scored if r.cuda_graphs]
     if graphed:
         out.append(f"Training step replayed from CUDA graphs (captured once, outside epoch time): {', '.join(graphed)}; the others ran eagerly.")
