@@ -104,8 +104,8 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool
             table.rows.append([r.get("label", r["method"]), r["precision"], "-", "error: " + r["error"][:60]] + ["-"] * (len(headers) - 4))
             continue
         table.rows.append([
-            r["label"], r["precision"], r["gpu"], "yes" if r["fits"] else "NO", f"{r['total_memory_bytes'] / gib:.2f}", f"{r['gpu_memory_bytes'] / gib:.2f}",
-            f"{r['predicted_reserved_bytes'] / gib:.2f}",
+            r.get("label", r["method"]), r["precision"], r["gpu"], "yes" if r["fits"] else "NO", f"{r['total_memory_bytes'] / gib:.2f}", f"{r['gpu_memory_bytes'] / gib:.2f}",
+            f"{r['predicted_reserved_bytes'] / gib:.2f}" if "predicted_reserved_bytes" in r else "-",
             *(u.cell(get(r)) for (_, get), u in zip(MEMORY_COLUMNS, units)),
             f"{r['flops_per_step'] / 1e12:.3g}", fmt_seconds(r["predicted_step_time_s"]), fmt_seconds(r["predicted_epoch_time_s"]),
         ])
