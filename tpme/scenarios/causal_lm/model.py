@@ -33,17 +33,11 @@ def assemble(cfg: LmRunConfig, method: Method, meta: bool = False) -> Assembly:
     dtype = DTYPES[cfg.train.weights_dtype]
     spec = ModelSpec.parse(cfg.model)
 
-    def build() -> nn.Module:
-        base = build_model(spec, dtype, meta)
-        if cfg.train.gradient_checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return method.adapt(base)
-
-    if meta:
-        with torch.device("meta"):
-            adapted = build()
-            model = CausalLm(adapted)
-    else:
-        adapted = build()
-        model = CausalLm(adapted)
+    base = build_model(spec, dtype, meta)
+    if cfg.train.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # on meta, the method still runs on the CPU: initialisations that compute (BOFT's block
+    # sizes) need real scalars; peft then moves each adapter to its base layer's (meta) device
+    adapted = method.adapt(base)
+    model = CausalLm(adapted)
     return Assembly(model, adapted, {"config": getattr(adapted, "config", None), "weights_dtype": cfg.train.weights_dtype})
