@@ -96,6 +96,8 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
     device = resolve_device(cfg.train.device)
     record.device = str(device)
     record.method_options = method.options_dict()
+    if method.label:
+        record.label = method.label
     record.provenance = Provenance(**provenance(device, spec.command), timestamp=record.provenance.timestamp, seed=spec.seed)
     cell_cores = 1 if device.type == "cuda" else min(torch.get_num_threads(), available_cores())
     uuid = cuda_uuid(device.index or 0) if device.type == "cuda" else None

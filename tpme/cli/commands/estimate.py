@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from tpme.cli.common import add_scenario_args, parse_method_opts, print_json, scenario_config
+from tpme.cli.common import add_methods_arg, add_scenario_args, method_names, parse_method_opts, print_json, scenario_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "temporaries, batch) plus the runtime overhead, the FLOPs of a training step, and the step and epoch time on "
         "named GPUs. One training step runs on fake tensors (shapes only): nothing of model size is allocated.",
     )
-    p.add_argument("--methods", default="all", help="comma-separated method names, or `all` (default)")
-    p.add_argument("--preset", default="paper", help="ci, default or paper (default: paper, the IISAN paper's shapes, data size and batch)")
+    add_methods_arg(p)
+    p.add_argument("--preset", help="the scenario's preset (default: its real scale: paper for recommendation, the IISAN paper's shapes, data size and batch; "
+                   "peft for causal-lm, peft's method-comparison setting)")
     add_scenario_args(p)
     p.add_argument("--batch-size", type=int, help="samples (users, sequences) per batch")
     p.add_argument("--precision", help="fp32, fp16, bf16 or a comma list of them (default: the preset's)")
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from tpme.errors import TpmeError
     from tpme.estimate.api import estimate_records
     from tpme.estimate.gpus import resolve_gpus
-    from tpme.methods.registry import get_method, load_plugins, resolve_method_names
+    from tpme.methods.registry import get_method, load_plugins
+    from tpme.scenarios import get_scenario
     from tpme.scenarios.config import PRECISIONS
 
     if args.list_gpus:
@@ -45,10 +47,11 @@ def run(args: argparse.Namespace) -> int:
     bad = [p for p in given if p not in PRECISIONS]
     if bad or (args.precision is not None and not given):
         raise TpmeError(f"unknown precision {', '.join(bad) or '(none)'}", f"use one or more of {', '.join(PRECISIONS)}")
-    scenario, cfg = scenario_config(argparse.Namespace(**{**vars(args), "precision": None}))
+    preset = args.preset or get_scenario(args.scenario).estimate_preset
+    scenario, cfg = scenario_config(argparse.Namespace(**{**vars(args), "preset": preset, "precision": given[0] if given else None}))
     precisions = given or [cfg.train.precision]
     load_plugins(args.plugin)
-    names = resolve_method_names(args.methods, scenario.name)
+    names = method_names(args, scenario)
     options = parse_method_opts(args.method_opt, names)
     for name in names:
         scenario.check_method(get_method(name, options[name]))
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
             except Exception as e:  # noqa: BLE001 - a method the fake step cannot run; the others still get estimated
                 failed = True
-                rows.append({"method": name, "precision": precision, "status": "error", "error": f"{type(e).__name__}: {e}"})
+                rows.append({"method": name, "label": name, "precision": precision, "status": "error", "error": f"{type(e).__name__}: {e}"})
                 print(f" failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
     if args.json:
         print_json(rows)
@@ -93,23 +96,25 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool
     ok = [r for r in rows if r["status"] == "ok"]
     gib = 2**30
     units = [byte_unit(get(r) for r in ok) for _, get in MEMORY_COLUMNS]
-    headers = ["method", "precision", "gpu", "fits", "needs (GiB)", "has (GiB)", *(u.header(h) for (h, _), u in zip(MEMORY_COLUMNS, units)),
+    headers = ["method", "precision", "gpu", "fits", "needs (GiB)", "has (GiB)", "reserved (GiB)", *(u.header(h) for (h, _), u in zip(MEMORY_COLUMNS, units)),
                "TFLOP/step", "step (s)", "epoch (s)"]
     table = TextTable(headers, [], set(range(4, len(headers))))
     for r in rows:
         if r["status"] != "ok":
             table.failed_rows.add(len(table.rows))
-            table.rows.append([r["method"], r["precision"], "-", "error: " + r["error"][:60]] + ["-"] * (len(headers) - 4))
+            table.rows.append([r.get("label", r["method"]), r["precision"], "-", "error: " + r["error"][:60]] + ["-"] * (len(headers) - 4))
             continue
         table.rows.append([
-            r["method"], r["precision"], r["gpu"], "yes" if r["fits"] else "NO", f"{r['total_memory_bytes'] / gib:.2f}", f"{r['gpu_memory_bytes'] / gib:.2f}",
+            r.get("label", r["method"]), r["precision"], r["gpu"], "yes" if r["fits"] else "NO", f"{r['total_memory_bytes'] / gib:.2f}", f"{r['gpu_memory_bytes'] / gib:.2f}",
+            f"{r['predicted_reserved_bytes'] / gib:.2f}" if "predicted_reserved_bytes" in r else "-",
             *(u.cell(get(r)) for (_, get), u in zip(MEMORY_COLUMNS, units)),
             f"{r['flops_per_step'] / 1e12:.3g}", fmt_seconds(r["predicted_step_time_s"]), fmt_seconds(r["predicted_epoch_time_s"]),
         ])
     if ok:
         steps = ok[0]["steps_per_epoch"]
         table.notes.append(f"Estimates, not measurements. needs = tensor peak + overhead; memory columns: live at the peak (params include buffers); "
-                           f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation. Epoch = {steps} steps ({n_samples} {noun} / batch {ok[0]['batch_size']}), data loading excluded.")
+                           f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation; "
+                           f"reserved: torch.cuda.max_memory_reserved() predicted by replaying the caching allocator (no CUDA context). Epoch = {steps} steps ({n_samples} {noun} / batch {ok[0]['batch_size']}), data loading excluded.")
         graphed = sorted({r["method"] for r in ok if r["cuda_graphs"]})
         if graphed:
             table.notes.append(f"Timed as replayed from CUDA graphs (as `tpme run` captures them; --cuda-graphs off for eager): {', '.join(graphed)}.")
