@@ -46,7 +46,10 @@ class AdaptedLinear(nn.Module):
     def __init__(self, base: nn.Module, bottleneck: int, dim: int | None = None, up_std: float = 0.0):
         super().__init__()
         self.base = base
-        self.adapter = Bottleneck(dim or base.out_features, bottleneck, up_std).to(base.weight.dtype)  # bf16 weights held without autocast need a bf16 adapter
+        weight = next(base.parameters(), None)  # the official placement wraps a Dropout, which has none
+        self.adapter = Bottleneck(dim or base.out_features, bottleneck, up_std)
+        if weight is not None:
+            self.adapter.to(weight.dtype)  # bf16 weights held without autocast need a bf16 adapter
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.adapter(self.base(x))
