@@ -92,6 +92,8 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
     device = resolve_device(cfg.train.device)
     record.device = str(device)
     record.method_options = method.options_dict()
+    if method.label:
+        record.label = method.label
     record.provenance = provenance(device, spec.command)
 
     setup: TrainingSetup = scenario.build_training(cfg, method, spec.data_path, device, spec.cache_dir, spec.seed)

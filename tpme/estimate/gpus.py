@@ -10,6 +10,8 @@ Built-in figures are dense (no sparsity) peak rates from NVIDIA's public spec sh
 - RTX A6000 48 GB: NVIDIA RTX A6000 datasheet: FP32 38.7, TF32 77.4, FP16/BF16 154.8
   TFLOP/s (dense); 768 GB/s.
 - A40 48 GB: NVIDIA A40 datasheet: FP32 37.4, TF32 74.8, FP16/BF16 149.7 TFLOP/s; 696 GB/s.
+- L40S 48 GB: NVIDIA L40S datasheet: FP32 91.6, TF32 183, FP16/BF16 362 TFLOP/s dense
+  (the sheet's 366/733 with sparsity for TF32 / FP16, halved); 864 GB/s.
 - L4 24 GB: NVIDIA L4 datasheet: FP32 30.3, TF32 60, FP16/BF16 121 TFLOP/s; 300 GB/s.
 - RTX 4090 24 GB: NVIDIA Ada Lovelace architecture whitepaper (v1.03), table 2: FP32
   82.6, TF32 82.6, FP16/BF16 with FP32 accumulate 165.2 TFLOP/s; 1,008 GB/s.
@@ -73,6 +75,7 @@ BUILTIN: dict[str, Gpu] = {
         _gpu("h200", "NVIDIA H200 SXM 141GB", 141, 4800, 67, 494.7, 989.4, 989.4),
         _gpu("a6000", "NVIDIA RTX A6000 48GB", 48, 768, 38.7, 77.4, 154.8, 154.8),
         _gpu("a40", "NVIDIA A40 48GB", 48, 696, 37.4, 74.8, 149.7, 149.7),
+        _gpu("l40s", "NVIDIA L40S 48GB", 48, 864, 91.6, 183, 362, 362),
         _gpu("l4", "NVIDIA L4 24GB", 24, 300, 30.3, 60, 121, 121),
         _gpu("rtx4090", "NVIDIA GeForce RTX 4090 24GB", 24, 1008, 82.6, 82.6, 165.2, 165.2),
         _gpu("rtx3090", "NVIDIA GeForce RTX 3090 24GB", 24, 936, 35.6, 35.6, 71, 71),
@@ -189,6 +192,7 @@ _DEVICE_PATTERNS = (
     (r"a100", "a100-80gb"),
     (r"a6000", "a6000"),
     (r"a40(?!\d)", "a40"),
+    (r"l40s", "l40s"),
     (r"l4(?!\d)", "l4"),
     (r"4090", "rtx4090"),
     (r"3090", "rtx3090"),

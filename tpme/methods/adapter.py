@@ -40,7 +40,7 @@ class AdaptedLinear(nn.Module):
     def __init__(self, base: nn.Linear, bottleneck: int):
         super().__init__()
         self.base = base
-        self.adapter = Bottleneck(base.out_features, bottleneck)
+        self.adapter = Bottleneck(base.out_features, bottleneck).to(base.weight.dtype)  # bf16 weights held without autocast need a bf16 adapter
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.adapter(self.base(x))
@@ -66,6 +66,14 @@ class Adapter(Method):
         def __post_init__(self) -> None:
             if self.bottleneck < 1:
                 raise TpmeError(f"adapter bottleneck must be at least 1, got {self.bottleneck}")
+
+    scenarios = frozenset({"recommendation", "causal-lm"})
+
+    def adapt(self, model: nn.Module) -> nn.Module:
+        model.requires_grad_(False)
+        if insert_adapters(model, self.options.bottleneck) == 0:
+            raise TpmeError(f"no attention/FFN output projections found in {type(model).__name__}")
+        return model
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
         for model in (backbones.text, backbones.image):

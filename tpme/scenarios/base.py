@@ -131,6 +131,10 @@ class Scenario:
         """Config fields from this scenario's options (None: keep the preset's)."""
         return {}
 
+    def extra_methods(self, args: argparse.Namespace) -> list[str]:
+        """Methods this scenario's own options name (causal-lm's `--peft-config FILE`)."""
+        return []
+
     # methods
     def check_method(self, method: Method) -> None:
         """Refuse, with the reason, a method that makes no sense for this scenario."""
@@ -171,6 +175,10 @@ class Scenario:
 
     def grad_clip(self, cfg: Any) -> float | None:
         return None
+
+    def autocast_precision(self, cfg: Any) -> str:
+        """The precision the step autocasts to (fp32: none); a scenario holding half weights runs without autocast."""
+        return cfg.train.precision
 
     def build_training(self, cfg: Any, method: Method, data_path: Path, device: torch.device, cache_dir: str, seed: int) -> TrainingSetup:
         raise NotImplementedError

@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from tpme.cli.common import add_scenario_args, parse_method_opts, print_json, scenario_config
+from tpme.cli.common import add_methods_arg, add_scenario_args, method_names, parse_method_opts, print_json, scenario_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "temporaries, batch) plus the runtime overhead, the FLOPs of a training step, and the step and epoch time on "
         "named GPUs. One training step runs on fake tensors (shapes only): nothing of model size is allocated.",
     )
-    p.add_argument("--methods", default="all", help="comma-separated method names, or `all` (default)")
+    add_methods_arg(p)
     p.add_argument("--preset", default="paper", help="ci, default or paper (default: paper, the IISAN paper's shapes, data size and batch)")
     add_scenario_args(p)
     p.add_argument("--batch-size", type=int, help="samples (users, sequences) per batch")
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from tpme.errors import TpmeError
     from tpme.estimate.api import estimate_records
     from tpme.estimate.gpus import resolve_gpus
-    from tpme.methods.registry import get_method, load_plugins, resolve_method_names
+    from tpme.methods.registry import get_method, load_plugins
     from tpme.scenarios.config import PRECISIONS
 
     if args.list_gpus:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     scenario, cfg = scenario_config(argparse.Namespace(**{**vars(args), "precision": None}))
     precisions = given or [cfg.train.precision]
     load_plugins(args.plugin)
-    names = resolve_method_names(args.methods, scenario.name)
+    names = method_names(args, scenario)
     options = parse_method_opts(args.method_opt, names)
     for name in names:
         scenario.check_method(get_method(name, options[name]))

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from tpme.cli.common import add_scenario_args, add_train_args, add_weights_arg, parse_method_opts, print_json, scenario_config
+from tpme.cli.common import add_methods_arg, add_scenario_args, add_train_args, add_weights_arg, method_names, parse_method_opts, print_json, scenario_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Writes results.jsonl, table.md and a report into the run directory. It is a sweep of one configuration: "
         "the same driver, executors, retries and --resume as `tpme sweep`.",
     )
-    p.add_argument("--methods", default="all", help="comma-separated method names, or `all` (default: every method of the scenario)")
+    add_methods_arg(p)
     p.add_argument("--preset", default="default", help="ci (seconds), default (minutes on a CPU), paper (the IISAN paper's shapes and data size)")
     add_scenario_args(p)
     add_train_args(p)
@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tpme.device import resolve_device
     from tpme.errors import TpmeError
-    from tpme.methods.registry import get_method, load_plugins, resolve_method_names
+    from tpme.methods.registry import get_method, load_plugins
     from tpme.metrics.aggregate import scored_dicts
     from tpme.metrics.tpme import Weights
     from tpme.reports.table import render_markdown, render_terminal
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if resolve_device(cfg.train.device).type != "cuda" and cfg.train.cuda_graphs == "on":
         raise TpmeError("--cuda-graphs on needs a CUDA device, and this run is on the CPU", "drop --cuda-graphs (auto captures where it can) or run with --device cuda")
     load_plugins(args.plugin)
-    names = resolve_method_names(args.methods, scenario.name)
+    names = method_names(args, scenario)
     options = parse_method_opts(args.method_opt, names)
     for name in names:
         scenario.check_method(get_method(name, options[name]))  # bad options or a method of another task fail here, before any cell runs
