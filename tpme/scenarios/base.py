@@ -142,6 +142,10 @@ class Scenario:
         if reason is not None:
             raise TpmeError(f"method {method.name!r} does not apply to the {self.name} scenario: {reason}", f"`tpme methods --scenario {self.name}` lists the methods that do")
 
+    def preflight(self, cfg: Any, method: Method) -> None:
+        """Checks a run makes before it writes anything (the data source, the method on the model);
+        each failure a TpmeError. Default: none beyond `check_method`."""
+
     # data
     def data_key(self, cfg: Any) -> str:
         """Cells whose data configs share this key share one prepared data file."""

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     bad = [p for p in given if p not in PRECISIONS]
     if bad or (args.precision is not None and not given):
         raise TpmeError(f"unknown precision {', '.join(bad) or '(none)'}", f"use one or more of {', '.join(PRECISIONS)}")
-    scenario, cfg = scenario_config(argparse.Namespace(**{**vars(args), "precision": None}))
+    scenario, cfg = scenario_config(argparse.Namespace(**{**vars(args), "precision": given[0] if given else None}))
     precisions = given or [cfg.train.precision]
     load_plugins(args.plugin)
     names = method_names(args, scenario)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
             except Exception as e:  # noqa: BLE001 - a method the fake step cannot run; the others still get estimated
                 failed = True
-                rows.append({"method": name, "precision": precision, "status": "error", "error": f"{type(e).__name__}: {e}"})
+                rows.append({"method": name, "label": name, "precision": precision, "status": "error", "error": f"{type(e).__name__}: {e}"})
                 print(f" failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
     if args.json:
         print_json(rows)
@@ -80,16 +80,16 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples") -> str:
     from tpme.reports.format import fmt_bytes, fmt_seconds
 
     gib = lambda n: f"{n / 2**30:.2f}"  # noqa: E731
-    head = ["method", "precision", "gpu", "fits", "needs / has GiB", "params", "grads", "optim", "activ", "temp", "batch", "overhead", "TFLOP/step", "step s", "epoch s"]
+    head = ["method", "precision", "gpu", "fits", "needs / has GiB", "reserved GiB", "params", "grads", "optim", "activ", "temp", "batch", "overhead", "TFLOP/step", "step s", "epoch s"]
     table = [head]
     for r in rows:
         if r["status"] != "ok":
-            table.append([r["method"], r["precision"], "-", "error", r["error"][:60]] + [""] * (len(head) - 5))
+            table.append([r.get("label", r["method"]), r["precision"], "-", "error", r["error"][:60]] + [""] * (len(head) - 5))
             continue
         b = r["breakdown"]
         table.append([
-            r["method"], r["precision"], r["gpu"], "yes" if r["fits"] else "NO",
-            f"{gib(r['total_memory_bytes'])} / {gib(r['gpu_memory_bytes'])}",
+            r["label"], r["precision"], r["gpu"], "yes" if r["fits"] else "NO",
+            f"{gib(r['total_memory_bytes'])} / {gib(r['gpu_memory_bytes'])}", gib(r["predicted_reserved_bytes"]),
             *(fmt_bytes(n) for n in (b["parameters"] + b["buffers"], b["gradients"], b["optimizer_state"], b["activations"], b["temporaries"], b["batch"], r["overhead_bytes"])),
             f"{r['flops_per_step'] / 1e12:.3g}", fmt_seconds(r["predicted_step_time_s"]), fmt_seconds(r["predicted_epoch_time_s"]),
         ])
@@ -100,7 +100,8 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples") -> str:
     if ok:
         steps = ok[0]["steps_per_epoch"]
         lines.append(f"\nEstimates, not measurements. needs = tensor peak + overhead; memory columns: live at the peak (params include buffers); "
-                     f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation. Epoch = {steps} steps ({n_samples} {noun} / batch {ok[0]['batch_size']}), data loading excluded.")
+                     f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation; "
+                     f"reserved: torch.cuda.max_memory_reserved() predicted by replaying the caching allocator (no CUDA context). Epoch = {steps} steps ({n_samples} {noun} / batch {ok[0]['batch_size']}), data loading excluded.")
         graphed = sorted({r["method"] for r in ok if r["cuda_graphs"]})
         if graphed:
             lines.append(f"Timed as replayed from CUDA graphs (as `tpme run` captures them; --cuda-graphs off for eager): {', '.join(graphed)}.")

@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     names = method_names(args, scenario)
     options = parse_method_opts(args.method_opt, names)
     for name in names:
-        scenario.check_method(get_method(name, options[name]))  # bad options or a method of another task fail here, before any cell runs
+        method = get_method(name, options[name])
+        scenario.check_method(method)  # bad options or a method of another task fail here, before any cell runs
+        scenario.preflight(cfg, method)
     out_dir = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}"
     command = ["tpme", "run", *sys.argv[2:]]
     plan = Plan("run", run_cells(scenario, cfg, [(n, options[n]) for n in names], args.repeats), args.plugin, args.cache_dir, args.estimate,

@@ -49,6 +49,12 @@ class CausalLmScenario(Scenario):
         lengths = f"{cfg.data.min_seq_len}-{cfg.data.seq_len}" if cfg.data.min_seq_len else str(cfg.data.seq_len)
         return f"preset {cfg.preset}, model {cfg.model}, {cfg.train.weights_dtype} weights, dataset {cfg.data.dataset}, {lengths} tokens"
 
+    def preflight(self, cfg: LmRunConfig, method: Method) -> None:
+        """The data source (file, tokenizer against the vocabulary) and the method on the model's
+        shapes (target modules, a prompt-learning config's fit), before a run writes anything."""
+        data.check_source(cfg)
+        assemble(cfg, method, meta=True)
+
     def data_key(self, cfg: LmRunConfig) -> str:
         return data.data_key(cfg)
 

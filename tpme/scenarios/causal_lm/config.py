@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tpme.errors import TpmeError
-from tpme.scenarios.causal_lm.shapes import ModelSpec
+from tpme.scenarios.causal_lm.shapes import ModelSpec, model_config
 from tpme.scenarios.config import ScenarioConfig, TrainConfig
 from tpme.training.optim import OPTIMIZERS
 
@@ -73,7 +73,7 @@ class LmRunConfig(ScenarioConfig):
     def validate(self) -> None:
         super().validate()
         self.data.validate()
-        ModelSpec.parse(self.model)
+        model_config(ModelSpec.parse(self.model))  # an unknown shape or a config that is no decoder fails here
 
 
 PRESETS: dict[str, LmRunConfig] = {

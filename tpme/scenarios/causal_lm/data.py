@@ -174,6 +174,14 @@ def from_file(cfg: LmRunConfig) -> LmData:
     return LmData({k: [seqs[i] for i in idx] for k, idx in parts.items()}, info)
 
 
+def check_source(cfg: LmRunConfig) -> None:
+    """The data can be read: a file exists and its tokenizer fits the model (checked before a run writes)."""
+    if cfg.data.dataset != "synthetic" and not Path(cfg.data.dataset).is_file():
+        raise TpmeError(f"dataset {cfg.data.dataset} is not a file", "use --dataset synthetic, or a .jsonl / .txt file")
+    if cfg.data.dataset != "synthetic" or cfg.data.tokenizer:
+        tokenizer_for(cfg)
+
+
 def build(cfg: LmRunConfig) -> LmData:
     if cfg.data.dataset == "synthetic":
         if cfg.data.tokenizer:
