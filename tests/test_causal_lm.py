@@ -58,7 +58,18 @@ def test_reports_score_and_compare_read_causal_lm_runs(ci_run, capsys):
     assert (out / "again" / "report.md").is_file()
     assert main(["score", str(out), "--json"]) == 0
     assert main(["compare", str(out), str(out)]) == 0
+    assert main(["sensitivity", str(out), "--step", "0.25", "--json"]) == 0
     assert "prefix_tuning" in capsys.readouterr().out
+
+
+def test_sweep_over_sequence_lengths(tmp_path, capsys):
+    spec = tmp_path / "lm.yaml"
+    spec.write_text("name: lm\nscenario: causal-lm\npreset: ci\nsettings:\n  device: cpu\n  steps: 1\n  warmup_steps: 0\n"
+                    "axes:\n  method: [peft:lora]\n  seq_len: [16, 24]\n")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--executor", "inprocess", "--quiet"]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["config"]["data"]["seq_len"] for r in lines) == [16, 24]
+    assert all(r["status"] == "ok" and r["scenario"] == "causal-lm" for r in lines)
 
 
 def test_bf16_weights_keep_peft_adapters_fp32(lm, tmp_path):

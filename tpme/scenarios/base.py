@@ -102,6 +102,7 @@ class Scenario:
     quality_metrics: ClassVar[tuple[QualityMetric, ...]] = ()
     model_option: ClassVar[str] = "model"  # the top-level config field `--model`/`--backbone` sets
     samples_name: ClassVar[str] = "samples"  # what one epoch visits once: users, sequences
+    estimate_preset: ClassVar[str] = "default"  # the preset `tpme estimate` starts from (the task's real scale)
 
     # configuration
     def presets(self) -> dict[str, ScenarioConfig]:
@@ -172,6 +173,11 @@ class Scenario:
         """THE assembly of the model a method adapts (training, estimate and counts all call it).
         meta=True builds shapes only (meta device, no weight init, no weights read)."""
         raise NotImplementedError
+
+    def count(self, cfg: Any, method: Method) -> tuple[int, int]:
+        """(trainable, total) parameters of a method, as `tpme params` reports them: the model
+        assembled on the meta device, counted as the harness counts."""
+        return count_params(self.assemble(cfg, method, meta=True).model)
 
     def optimizer(self, cfg: Any, model: nn.Module, fused: bool) -> torch.optim.Optimizer:
         """The optimizer the harness trains with (and the estimate builds)."""

@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "named GPUs. One training step runs on fake tensors (shapes only): nothing of model size is allocated.",
     )
     add_methods_arg(p)
-    p.add_argument("--preset", default="paper", help="ci, default or paper (default: paper, the IISAN paper's shapes, data size and batch)")
+    p.add_argument("--preset", help="the scenario's preset (default: its real scale: paper for recommendation, the IISAN paper's shapes, data size and batch; "
+                   "peft for causal-lm, peft's method-comparison setting)")
     add_scenario_args(p)
     p.add_argument("--batch-size", type=int, help="samples (users, sequences) per batch")
     p.add_argument("--precision", help="fp32, fp16, bf16 or a comma list of them (default: the preset's)")
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from tpme.estimate.api import estimate_records
     from tpme.estimate.gpus import resolve_gpus
     from tpme.methods.registry import get_method, load_plugins
+    from tpme.scenarios import get_scenario
     from tpme.scenarios.config import PRECISIONS
 
     if args.list_gpus:
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     bad = [p for p in given if p not in PRECISIONS]
     if bad or (args.precision is not None and not given):
         raise TpmeError(f"unknown precision {', '.join(bad) or '(none)'}", f"use one or more of {', '.join(PRECISIONS)}")
-    scenario, cfg = scenario_config(argparse.Namespace(**{**vars(args), "precision": given[0] if given else None}))
+    preset = args.preset or get_scenario(args.scenario).estimate_preset
+    scenario, cfg = scenario_config(argparse.Namespace(**{**vars(args), "preset": preset, "precision": given[0] if given else None}))
     precisions = given or [cfg.train.precision]
     load_plugins(args.plugin)
     names = method_names(args, scenario)

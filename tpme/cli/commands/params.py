@@ -31,11 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def count_method(scenario: Any, cfg: Any, name: str, options: dict[str, str]) -> tuple[int, int]:
     """(trainable, total) of one method, assembled on the meta device as the harness assembles it."""
     from tpme.methods.registry import get_method
-    from tpme.scenarios.base import count_params
 
     method = get_method(name, options)
     scenario.check_method(method)
-    return count_params(scenario.assemble(cfg, method, meta=True).model)
+    return scenario.count(cfg, method)
 
 
 def method_label(name: str, options: dict[str, str]) -> str:

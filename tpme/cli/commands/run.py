@@ -62,10 +62,19 @@ def run(args: argparse.Namespace) -> int:
     load_plugins(args.plugin)
     names = method_names(args, scenario)
     options = parse_method_opts(args.method_opt, names)
-    for name in names:
+    every = (args.methods or "all").strip() == "all" and not scenario.extra_methods(args)
+    for name in list(names):
         method = get_method(name, options[name])
         scenario.check_method(method)  # bad options or a method of another task fail here, before any cell runs
-        scenario.preflight(cfg, method)
+        try:
+            scenario.preflight(cfg, method)
+        except TpmeError as e:
+            if not every:
+                raise
+            names.remove(name)  # `all`: the methods this model can take (bitfit needs biases)
+            print(f"tpme: skipping {name}: {e.problem}", file=sys.stderr)
+    if not names:
+        raise TpmeError(f"no method of the {scenario.name} scenario applies to this configuration", "see the reasons above")
     out_dir = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}"
     command = ["tpme", "run", *sys.argv[2:]]
     plan = Plan("run", run_cells(scenario, cfg, [(n, options[n]) for n in names], args.repeats), args.plugin, args.cache_dir, args.estimate,

@@ -31,6 +31,7 @@ class CausalLmScenario(Scenario):
     quality_metrics = METRICS
     model_option = "model"
     samples_name = "sequences"
+    estimate_preset = "peft"
     cli_dests = arguments.DESTS
 
     def presets(self) -> dict[str, LmRunConfig]:
