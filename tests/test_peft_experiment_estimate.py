@@ -36,7 +36,7 @@ def suite(tmp_path) -> Path:
 def test_overrides_come_from_the_merged_files(suite):
     plain = experiment_overrides(load_experiment(_experiment(suite, "lora/r4", LORA)))
     assert plain == {"batch_size": 2, "seq_len": 24, "min_seq_len": None, "weights_dtype": "bf16", "precision": "bf16", "optimizer": "adamw",
-                     "grad_clip": 1.0, "gradient_checkpointing": False, "weight_decay": 0.1, "lr": 1e-4}
+                     "optimizer_impl": "foreach", "grad_clip": 1.0, "gradient_checkpointing": False, "weight_decay": 0.1, "lr": 1e-4}
     fa = experiment_overrides(load_experiment(_experiment(suite, "lora/r4-fa", LORA, {"optimizer_type": "lora-fa", "optimizer_kwargs": {"r": 4, "lr": 2e-4},
                                                                                      "use_gc": True, "grad_norm_clip": 0, "batch_size": 3})))
     # peft's merge is shallow: optimizer_kwargs without weight_decay leaves torch's AdamW default
@@ -98,3 +98,17 @@ def test_estimate_cli_refuses_mean_tokens_alone_and_a_folder_that_is_no_experime
     empty.mkdir(parents=True)
     assert main(["estimate", "--scenario", "causal-lm", "--model", "tiny", "--peft-experiment", str(empty)]) == 2
     assert "no experiment folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("impl, on_cuda, expected", [("foreach", True, "AdamW (foreach)"), ("fused", True, "AdamW (fused)"), ("foreach", False, "AdamW (single-tensor)")])
+def test_optimizer_implementation_follows_the_config_on_cuda(impl, on_cuda, expected):
+    """peft's suite gets torch's default AdamW, foreach on CUDA; the estimate (fake CPU tensors) must ask for it."""
+    import torch
+
+    from tpme.scenarios import get_scenario
+    from tpme.scenarios.causal_lm.training import optimizer_for
+    from tpme.training.optim import describe
+
+    cfg = get_scenario("causal-lm").preset("ci").replace(optimizer_impl=impl)
+    model = torch.nn.Linear(2, 2)
+    assert describe(optimizer_for(cfg, model, fused=on_cuda)) == expected

@@ -6,7 +6,9 @@ peft's suite trains `model_id` at `dtype` with batches of `batch_size` sequences
 an `LmRunConfig`; the adapter config (none: full fine-tuning) becomes the method, labelled
 `<method>/<name>` as the suite and `tpme import` label the run.
 
-Optimizers: `AdamW` and `Adam` as tpme builds them; peft's `lora+` (AdamW with a larger
+Optimizers: `AdamW` and `Adam` as the suite builds them, `torch.optim.AdamW(params, **kwargs)`,
+which on CUDA is torch's multi-tensor (foreach) implementation, not the fused one tpme uses by
+default; peft's `lora+` (AdamW with a larger
 learning rate for `lora_B`: same state, same kernels) as AdamW; peft's `lora-fa` as AdamW over
 the parameters it trains (it freezes every `lora_A`, as `peft.optimizers.create_lorafa_optimizer`
 does before building its AdamW). Anything else is refused with the file to change.
@@ -45,7 +47,7 @@ def experiment_overrides(exp: PeftExperiment) -> dict[str, Any]:
     precision = "bf16" if weights == "bf16" or exp.use_amp else "fp32"
     fields: dict[str, Any] = {
         "batch_size": exp.batch_size, "seq_len": exp.max_seq_length, "min_seq_len": None, "weights_dtype": weights, "precision": precision,
-        "optimizer": OPTIMIZERS[opt.name][0], "grad_clip": exp.grad_clip, "gradient_checkpointing": exp.gradient_checkpointing,
+        "optimizer": OPTIMIZERS[opt.name][0], "optimizer_impl": "foreach", "grad_clip": exp.grad_clip, "gradient_checkpointing": exp.gradient_checkpointing,
         "weight_decay": float(opt.weight_decay if opt.weight_decay is not None else 0.01),  # torch.optim.AdamW's own default when unset
     }
     if opt.lr is not None:
