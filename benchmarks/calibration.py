@@ -134,7 +134,7 @@ def samples(runs: list[MeasuredRun], features: list[dict[str, Any]], gpu) -> tup
     from tpme.estimate.api import reserved_for
     from tpme.estimate.calibration import MemorySample, OpArrays, TimeSample
 
-    bare = replace(gpu, calibration=replace(gpu.calibration, reserved_overhead_bytes=0))
+    bare = replace(gpu, calibration=replace(gpu.calibration, reserved_overhead=0.0))
     ok = [(r, f) for r, f in zip(runs, features) if "error" not in f]
     return ([TimeSample(OpArrays.from_dict(f["ops_at_mean"]), r.steps, r.train_time_s) for r, f in ok],
             [MemorySample(reserved_for(f["replayed_bytes"], bare), r.reserved_bytes) for r, f in ok])
@@ -153,14 +153,14 @@ def compare(runs: list[MeasuredRun], features: list[dict[str, Any]], gpu) -> dic
             rows.append({"label": run.label, "error": f["error"]})
             continue
         t, m = next(it_t), next(it_m)
-        pred_mem = m.predicted_bytes + c.reserved_overhead_bytes
+        pred_mem = round(m.predicted_bytes * (1 + c.reserved_overhead))
         pred_time = t.ops.step_time_s(gpu, c.compute_efficiency, c.memory_efficiency, c.kernel_overhead_s) * t.steps
         rows.append({"label": run.label, "mean_tokens": round(run.mean_tokens, 1), "trainable_params": f["trainable_params"],
                      "reserved": {"predicted_bytes": pred_mem, "measured_bytes": run.reserved_bytes, "error": pred_mem / run.reserved_bytes - 1, "loo_error": float(next(loo_m))},
                      "time": {"predicted_s": pred_time, "measured_s": run.train_time_s, "error": pred_time / run.train_time_s - 1, "loo_error": float(next(loo_t))}})
     ok = [r for r in rows if "error" not in r]
     summary = {what: {kind: _summary([(r["label"], r[what][kind]) for r in ok]) for kind in ("error", "loo_error")} for what in ("reserved", "time")}
-    return {"gpu": gpu.key, "calibration": {k: getattr(c, k) for k in ("compute_efficiency", "memory_efficiency", "kernel_overhead_s", "reserved_overhead_bytes", "cublas_workspace_bytes")},
+    return {"gpu": gpu.key, "calibration": {k: getattr(c, k) for k in ("compute_efficiency", "memory_efficiency", "kernel_overhead_s", "reserved_overhead", "cublas_workspace_bytes")},
             "calibration_source": gpu.calibration_source, "runs": rows, "not_estimated": [r["label"] for r in rows if "error" in r], "summary": summary}
 
 
@@ -187,7 +187,7 @@ def fit(runs: list[MeasuredRun], features: list[dict[str, Any]], data: Path) -> 
     commit = next((w.strip("`,.") for w in readme.split() if len(w.strip("`,.")) == 40 and all(ch in "0123456789abcdef" for ch in w.strip("`,."))), "unknown")
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
     entry = {
-        "values": {**t.values, "reserved_overhead_bytes": round(m.values["reserved_overhead_bytes"])},
+        "values": {**t.values, **m.values},
         "provenance": {
             "data": f"peft method_comparison MetaMathQA L40S (huggingface/peft@{commit[:12]})", "runs": len(times),
             "labels": [r.label for r, f in zip(runs, features) if "error" not in f],
@@ -222,7 +222,7 @@ def render(result: dict[str, Any]) -> str:
                 lines.append(f"{what:<8} {name:<20} n={s['n']}: median |error| {s['median_abs'] * 100:.1f}%, worst {s['worst_abs'] * 100:.1f}% ({s['worst']}), within 10%: {s['within_10pct'] * 100:.0f}%")
     c = result["calibration"]
     lines.append(f"constants ({result['calibration_source']}): compute_efficiency {c['compute_efficiency']:.3f}, memory_efficiency {c['memory_efficiency']:.3f}, "
-                 f"kernel_overhead_s {c['kernel_overhead_s'] * 1e6:.1f} us, reserved_overhead_bytes {c['reserved_overhead_bytes'] / 2**20:+.0f} MiB")
+                 f"kernel_overhead_s {c['kernel_overhead_s'] * 1e6:.1f} us, reserved_overhead {c['reserved_overhead'] * 100:+.2f}%")
     return "\n".join(lines)
 
 

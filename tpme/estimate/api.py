@@ -42,9 +42,9 @@ def reserved_on(est: StepEstimate, gpu: Gpu) -> int:
 
 def reserved_for(replayed_bytes: int, gpu: Gpu) -> int:
     """The replayed allocator's peak plus cuBLAS's workspace, which PyTorch takes from the same
-    caching allocator (one segment of its own, kept), plus the GPU's fitted
-    `reserved_overhead_bytes` (estimate/calibration.py)."""
-    return replayed_bytes + segment_size(round_size(gpu.calibration.cublas_workspace_bytes)) + gpu.calibration.reserved_overhead_bytes
+    caching allocator (one segment of its own, kept), scaled by the GPU's fitted
+    `reserved_overhead` (estimate/calibration.py)."""
+    return round((replayed_bytes + segment_size(round_size(gpu.calibration.cublas_workspace_bytes))) * (1 + gpu.calibration.reserved_overhead))
 
 
 def gpu_record(est: StepEstimate, gpu: Gpu, steps: int) -> dict[str, Any]:

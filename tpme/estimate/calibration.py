@@ -5,8 +5,9 @@ What is fitted, and to what:
   `predict.step_time_s`, to measured step times. Each run contributes its ops (FLOPs, bytes,
   compute dtype) as `OpArrays`, so evaluating a candidate is a few vector operations and the fit
   never reruns the (slow) fake step.
-- memory: `reserved_overhead_bytes`, reserved memory outside the replayed step that every run
-  carries alike, to measured `max_memory_reserved()`.
+- memory: `reserved_overhead`, the fraction by which measured `max_memory_reserved()` differs
+  from the replayed allocator's prediction alike in every run (a fraction, so that it stays
+  proportionate on a model a hundred times smaller).
 Both minimise a robust loss of log errors, `scipy.optimize.least_squares(loss="cauchy",
 f_scale=ROBUST_SCALE)`: quadratic for errors up to about 10 % (the goal's tolerance), linear
 beyond, so a run whose cost comes from something the estimate cannot see shows up as an
@@ -70,7 +71,7 @@ class TimeSample:
 
 @dataclass(frozen=True)
 class MemorySample:
-    predicted_bytes: int  # reserved memory predicted with no overhead term
+    predicted_bytes: int  # reserved memory predicted with reserved_overhead = 0
     measured_bytes: int
 
 
@@ -105,16 +106,14 @@ def fit_time(samples: Sequence[TimeSample], gpu: Gpu) -> Fit:
 
 
 def fit_memory(samples: Sequence[MemorySample]) -> Fit:
-    """The reserved-memory overhead that best predicts the measured peaks (robust least squares on log errors)."""
+    """The reserved-memory overhead fraction that best predicts the measured peaks (robust least squares on log errors)."""
     if not samples:
         raise ValueError("fitting the reserved overhead needs at least one run")
     predicted = np.array([s.predicted_bytes for s in samples], dtype=float)
     measured = np.array([s.measured_bytes for s in samples], dtype=float)
-    scale = float(np.median(measured))  # fit in units of a typical run, so the solver sees order-one numbers
-    floor = -float(predicted.min()) / scale * 0.5  # an overhead may be negative (the replay over-reserves) but leaves every prediction positive
-    res = _least_squares(lambda x: np.log((predicted + x[0] * scale) / measured), [0.0], ([floor], [1.0]), x_scale=[0.01])
-    overhead = float(res.x[0]) * scale
-    return Fit({"reserved_overhead_bytes": overhead}, np.log((predicted + overhead) / measured).tolist(), bool(res.success), str(res.message))
+    res = _least_squares(lambda x: np.log1p(x[0]) + np.log(predicted / measured), [0.0], ([-0.5], [1.0]), x_scale=[0.01])
+    overhead = float(res.x[0])
+    return Fit({"reserved_overhead": overhead}, (np.log1p(overhead) + np.log(predicted / measured)).tolist(), bool(res.success), str(res.message))
 
 
 def leave_one_out(n: int, fit_predict: Callable[[list[int], int], float]) -> list[float]:
@@ -132,8 +131,8 @@ def time_loo(samples: Sequence[TimeSample], gpu: Gpu) -> list[float]:
 
 def memory_loo(samples: Sequence[MemorySample]) -> list[float]:
     def one(train: list[int], i: int) -> float:
-        overhead = fit_memory([samples[j] for j in train]).values["reserved_overhead_bytes"]
-        return float(np.log((samples[i].predicted_bytes + overhead) / samples[i].measured_bytes))
+        overhead = fit_memory([samples[j] for j in train]).values["reserved_overhead"]
+        return float(np.log1p(overhead) + np.log(samples[i].predicted_bytes / samples[i].measured_bytes))
 
     return leave_one_out(len(samples), one)
 

@@ -52,7 +52,7 @@ class Calibration:
     cuda_context_bytes: int = 512 * MIB  # CUDA context and loaded kernels (nvidia-smi shows it, the allocator does not)
     cublas_workspace_bytes: int = 32 * MIB  # cuBLAS/cuBLASLt workspaces
     fragmentation: float = 0.10  # caching-allocator reserved-but-unused, as a fraction of the tensor peak
-    reserved_overhead_bytes: int = 0  # reserved memory beside the replayed step's (the training loop's own tensors, steps of other lengths); may be negative
+    reserved_overhead: float = 0.0  # reserved memory the allocator replay misses, as a fraction of its prediction (negative: the replay over-reserves)
 
 
 DEFAULT_SOURCE = "defaults (educated guesses, not fitted to measurements)"
@@ -114,7 +114,7 @@ BUILTIN: dict[str, Gpu] = _with_fitted({
 })
 ALIASES = {"h100sxm": "h100", "h100sxm80gb": "h100", "h200sxm": "h200", "a100": "a100-80gb", "rtxa6000": "a6000", "4090": "rtx4090", "3090": "rtx3090"}
 
-SIGNED_FIELDS = ("reserved_overhead_bytes",)  # a correction that may go either way
+SIGNED_FIELDS = ("reserved_overhead",)  # a correction that may go either way
 _ENTRY_KEYS = {"name", "memory_gib", "bandwidth_gb_s", "tflops"} | {f.name for f in fields(Calibration)}
 
 
