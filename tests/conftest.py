@@ -52,8 +52,10 @@ def restore_method_registry():
     """A test that loads a plugin in this process (through the CLI) leaves the registry as it found it,
     and forgets the plugin module too, so the next test that loads it registers it again."""
     from tpme.methods import registry
+    from tpme.scenarios import available_scenarios
 
     registry.available_methods()
+    available_scenarios()  # scenarios register method families (causal-lm's peft-config) when first loaded
     methods, families = dict(registry._METHODS), dict(registry._FAMILIES)
     modules = set(sys.modules)
     yield

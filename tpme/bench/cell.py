@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from tpme.bench.adapter_size import adapter_bytes
 from tpme.bench.convergence import evaluate_after_steps, run_epochs
 from tpme.bench.probes import TensorMemoryTracker, memory_probes
 from tpme.bench.provenance import provenance
@@ -101,6 +102,7 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
     record.data = setup.data_info
     record.prepare_time_s, record.prepare, record.steps_per_epoch, record.execution = setup.prepare_time_s, setup.prepare_info, len(loader), setup.execution
     record.trainable_params, record.total_params = count_params(model)
+    record.adapter_bytes = adapter_bytes(model)
 
     def prefetched(it):
         return Prefetcher(it, depth=cfg.train.prefetch, pin_memory=device.type == "cuda")

@@ -15,7 +15,8 @@ __all__ = ["parse_method_opts", "print_json"]
 def add_weights_arg(p: argparse.ArgumentParser) -> None:
     from tpme.metrics.tpme import WEIGHT_PRESETS
 
-    p.add_argument("--weights", default="paper", metavar="A1,A2,A3|PRESET", help=f"TPME weights for time, parameters, memory (non-negative, sum 1) or a preset: {', '.join(WEIGHT_PRESETS)} (default: paper = 0.45,0.1,0.45)")
+    p.add_argument("--weights", default="paper", metavar="A1,A2,A3[,A4]|PRESET", help=f"TPME weights for time, parameters, memory and optionally energy per epoch "
+                   f"(non-negative, sum 1; a4 needs energy, measured on NVIDIA GPUs) or a preset: {', '.join(WEIGHT_PRESETS)} (default: paper = 0.45,0.1,0.45)")
 
 
 def print_json(obj: Any) -> None:

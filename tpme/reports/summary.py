@@ -32,6 +32,9 @@ class Row:
     epoch_time_s: float | None = None
     epoch_time_source: str | None = None  # measured | extrapolated | estimated | mixed
     trainable_params: float | None = None
+    adapter_bytes: float | None = None  # trainable state as safetensors, where the records measured it
+    energy_j: float | None = None  # per epoch, where every ok repeat measured it (NVML)
+    e_norm: float | None = None
     params_share: float | None = None  # of the largest trainable_params in the table
     peak_memory_bytes: float | None = None
     memory_source: str | None = None
@@ -151,6 +154,9 @@ def summarise(records: list[Record], weights: Weights, group_by: str | None = No
         if ok:
             row.epoch_time_s = statistics.median(r.epoch_time_s for r in ok)
             row.trainable_params = statistics.median(r.trainable_params for r in ok)
+            sizes, energy = [r.adapter_bytes for r in ok], [r.energy_per_epoch_j for r in ok]
+            row.adapter_bytes = statistics.median(sizes) if None not in sizes else None
+            row.energy_j = statistics.median(energy) if None not in energy else None
             row.peak_memory_bytes = statistics.median(r.peak_memory_bytes for r in ok)
             row.epoch_time_source = _source([r.epoch_time_source for r in ok])
             row.memory_source = _source([r.memory_source for r in ok])
@@ -163,7 +169,7 @@ def summarise(records: list[Record], weights: Weights, group_by: str | None = No
             row.memory_breakdown = _median_dicts(breakdowns) if breakdowns else {}
         s = scores.get(name)
         if s is not None:
-            row.tpme, row.rank, row.t_norm, row.p_norm, row.m_norm = s.tpme, s.rank, s.t_norm, s.p_norm, s.m_norm
+            row.tpme, row.rank, row.t_norm, row.p_norm, row.m_norm, row.e_norm = s.tpme, s.rank, s.t_norm, s.p_norm, s.m_norm, s.e_norm
         rows.append(row)
     largest = max((r.trainable_params for r in rows if r.trainable_params is not None), default=None)
     for r in rows:

@@ -10,7 +10,7 @@ from tpme.results.record import Record
 
 @dataclass(frozen=True)
 class LabelFigures:
-    """The median T, P and M over a label's ok repeats (and energy where every repeat measured it)."""
+    """The median T, P and M over a label's ok repeats (and energy per epoch where every repeat measured it)."""
 
     label: str
     epoch_time_s: float
@@ -34,7 +34,7 @@ def label_figures(records: list[Record]) -> list[LabelFigures]:
         ok = [r for r in rs if r.ok]
         if not ok:
             continue
-        energy = [r.energy_j for r in ok]
+        energy = [r.energy_per_epoch_j for r in ok]
         out.append(LabelFigures(
             name,
             statistics.median(r.epoch_time_s for r in ok),

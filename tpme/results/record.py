@@ -32,7 +32,7 @@ TIME_SOURCES = ("measured", "extrapolated", "estimated", "published")
 FLAT_FIELDS = (
     "schema", "source", "scenario", "cell_key", "method", "label", "status", "error", "repeat", "seed",
     "epoch_time_s", "epoch_time_source", "step_time_s", "steps_per_epoch", "trainable_params", "total_params",
-    "peak_memory_bytes", "memory_source", "prepare_time_s", "device", "precision", "preset",
+    "peak_memory_bytes", "memory_source", "prepare_time_s", "device", "precision", "preset", "adapter_bytes",
 )
 
 
@@ -296,6 +296,7 @@ class Record:
     steps_per_epoch: int | None = None
     trainable_params: int | None = None
     total_params: int | None = None
+    adapter_bytes: int | None = None  # the trainable state saved as safetensors (file size); absent in older records
     peak_memory_bytes: int | None = None
     memory_source: str | None = None  # cuda_allocator | cpu_tensor_peak | cuda_reserved | estimate
     prepare_time_s: float | None = None
@@ -330,7 +331,15 @@ class Record:
 
     @property
     def energy_j(self) -> float | None:
+        """Energy over the timed window (all timed steps), from the NVML counter."""
         return self.memory.energy_j
+
+    @property
+    def energy_per_epoch_j(self) -> float | None:
+        """The timed window's energy scaled to one epoch (timed steps -> steps per epoch)."""
+        if self.memory.energy_j is None or not self.timing.steps or not self.steps_per_epoch:
+            return None
+        return self.memory.energy_j * self.steps_per_epoch / self.timing.steps
 
     def quality_value(self, name: str) -> float | None:
         return self.quality.value(name)
@@ -378,7 +387,7 @@ class Record:
             method_options=r.obj("method_options"), error=r.text("error"), repeat=r.number("repeat", True) or 0, seed=r.number("seed", True),
             epoch_time_s=r.number("epoch_time_s"), epoch_time_source=r.text("epoch_time_source"), step_time_s=r.number("step_time_s"),
             steps_per_epoch=r.number("steps_per_epoch", True), trainable_params=r.number("trainable_params", True),
-            total_params=r.number("total_params", True), peak_memory_bytes=r.number("peak_memory_bytes", True),
+            total_params=r.number("total_params", True), adapter_bytes=r.number("adapter_bytes", True), peak_memory_bytes=r.number("peak_memory_bytes", True),
             memory_source=r.text("memory_source"), prepare_time_s=r.number("prepare_time_s"), device=r.text("device"),
             precision=r.text("precision"), preset=r.text("preset"), timing=Timing.read(r.sub("timing")), memory=Memory.read(r.sub("memory")),
             execution=r.obj("execution"), quality=_quality_v1(r) if schema == SCHEMA_V1 else Quality.read(r.sub("quality")),

@@ -157,6 +157,7 @@ def _write_json(path: Path, data: dict) -> None:
 def run(plan: Plan, opts: DriverOptions, executor: Executor | None = None, notify: Callable[[str], None] = stderr) -> Outcome:
     validate(opts)
     cells = plan.cells
+    created = not opts.out_dir.exists()  # a run directory this call makes is removed again if its data fails to prepare
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     state = RunState.open(opts.out_dir, opts.resume, notify)
     final, spent = state.final(), state.attempts_spent()
@@ -169,7 +170,12 @@ def run(plan: Plan, opts: DriverOptions, executor: Executor | None = None, notif
     notify(f"{plan.name}: {len(cells)} cell(s), {done_earlier} done earlier, {exhausted} failed with attempts spent, {len(todo)} to run -> {opts.out_dir}")
     outcome = Outcome([], len(cells), 0)
     if todo:
-        data, outcome.baselines = prepare_data(todo, opts.out_dir, notify)
+        try:
+            data, outcome.baselines = prepare_data(todo, opts.out_dir, notify)
+        except TpmeError:
+            if created and not (opts.out_dir / RESULTS_FILE).exists():
+                shutil.rmtree(opts.out_dir, ignore_errors=True)
+            raise
         executor = executor or make_executor(opts, todo)
         notify(executor.description)
         try:

@@ -28,12 +28,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def fmt(metric: str, v: float | None) -> str:
-    from tpme.reports.format import fmt_bytes, fmt_params, fmt_seconds
+METRIC_TITLES = {"epoch_time_s": "epoch time", "trainable_params": "trainable params", "peak_memory_bytes": "peak memory", "tpme": "TPME"}
 
-    if v is None:
-        return "-"
-    return {"epoch_time_s": lambda x: fmt_seconds(x) + " s", "trainable_params": fmt_params, "peak_memory_bytes": fmt_bytes}.get(metric, lambda x: f"{x:.4f}")(v)
+
+def render(rows: list, colour: bool | None = None) -> str:
+    """One table per metric, so that every column holds one unit, named in the title or header."""
+    from tpme.reports.format import Unit, byte_unit, count_unit
+    from tpme.reports.terminal import TextTable
+    from tpme.reports.terminal import render as render_table
+
+    out = []
+    for metric in dict.fromkeys(c.metric for c in rows):
+        group = [c for c in rows if c.metric == metric]
+        values = [v for c in group for v in (c.baseline, c.candidate)]
+        unit = {"epoch_time_s": Unit("s", 1), "peak_memory_bytes": byte_unit(values), "trainable_params": count_unit(values)}.get(metric, Unit("", 1))
+        digits = {"epoch_time_s": 3, "tpme": 3}.get(metric, 2 if unit.size > 1 else 4)
+        title = unit.header(METRIC_TITLES.get(metric, metric.upper() if "@" in metric else metric))
+        noise = "noise (±)" if metric == "tpme" else "noise (±%)"
+        cells = [[c.label, _cell(c.baseline, unit, digits), _cell(c.candidate, unit, digits), f"{c.ratio:.3f}" if c.ratio is not None else "-",
+                  f"{c.noise:.3f}" if metric == "tpme" else f"{100 * c.noise:.1f}", c.verdict] for c in group]
+        out.append(render_table(TextTable(["method", "baseline", "candidate", "ratio", noise, "verdict"], cells, {1, 2, 3, 4}, title=title), colour))
+    return "\n\n".join(out)
+
+
+def _cell(v: float | None, unit, digits: int) -> str:
+    return "-" if v is None else f"{v / unit.size:.{digits}f}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,12 +78,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         for m in problems:
             print(f"WARNING (forced): {m}")
-        rows = [[c.label, c.metric, fmt(c.metric, c.baseline), fmt(c.metric, c.candidate), f"{c.ratio:.3f}" if c.ratio is not None else "-", f"±{100 * c.noise:.1f}%" if c.metric != "tpme" else f"±{c.noise:.3f}", c.verdict] for c in result.rows]
-        headers = ["method", "metric", "baseline", "candidate", "ratio", "noise", "verdict"]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)] if rows else [len(h) for h in headers]
-        print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-        for r in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print(render(result.rows))
         for lab in result.only_baseline:
             print(f"only in baseline: {lab}")
         for lab in result.only_candidate:

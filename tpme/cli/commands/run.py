@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise TpmeError("--repeats must be at least 1")
     scenario, cfg = scenario_config(args)
+    if resolve_device(cfg.train.device).type != "cuda" and weights.energy:
+        raise TpmeError(f"the energy weight is {weights.energy:g}, and this run is on the CPU, where no energy is measured", "give three weights a1,a2,a3, or run with --device cuda")
     if resolve_device(cfg.train.device).type != "cuda" and cfg.train.cuda_graphs == "on":
         raise TpmeError("--cuda-graphs on needs a CUDA device, and this run is on the CPU", "drop --cuda-graphs (auto captures where it can) or run with --device cuda")
     load_plugins(args.plugin)
