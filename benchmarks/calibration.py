@@ -215,6 +215,9 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"{r['label']:<52} {gb(m['predicted_bytes']):>16} {gb(m['measured_bytes']):>6} {pct(m['error']):>7} {pct(m['loo_error']):>7}   "
                      f"{t['predicted_s']:>11.0f} {t['measured_s']:>6.0f} {pct(t['error']):>7} {pct(t['loo_error']):>7}")
     lines.append("")
+    missed = result["not_estimated"]
+    if missed:
+        lines.append(f"not estimated: {len(missed)} of {len(result['runs'])} runs ({', '.join(missed)}); the summaries below are of the other {len(result['runs']) - len(missed)}")
     for what in ("reserved", "time"):
         for kind, name in (("error", "GPU table constants"), ("loo_error", "leave-one-out")):
             s = result["summary"][what][kind]
