@@ -36,9 +36,15 @@ def step_record(est: StepEstimate) -> dict[str, Any]:
 
 
 def reserved_on(est: StepEstimate, gpu: Gpu) -> int:
-    """`max_memory_reserved()` on that GPU: the step's replayed allocator plus cuBLAS's workspace,
-    which PyTorch takes from the same caching allocator (one segment of its own, kept)."""
-    return est.reserved_bytes + segment_size(round_size(gpu.calibration.cublas_workspace_bytes))
+    """`max_memory_reserved()` on that GPU (`reserved_for` the step's replayed allocator)."""
+    return reserved_for(est.reserved_bytes, gpu)
+
+
+def reserved_for(replayed_bytes: int, gpu: Gpu) -> int:
+    """The replayed allocator's peak plus cuBLAS's workspace, which PyTorch takes from the same
+    caching allocator (one segment of its own, kept), scaled by the GPU's fitted
+    `reserved_overhead` (estimate/calibration.py)."""
+    return round((replayed_bytes + segment_size(round_size(gpu.calibration.cublas_workspace_bytes))) * (1 + gpu.calibration.reserved_overhead))
 
 
 def gpu_record(est: StepEstimate, gpu: Gpu, steps: int) -> dict[str, Any]:

@@ -20,8 +20,11 @@ Built-in figures are dense (no sparsity) peak rates from NVIDIA's public spec sh
 Memory is the nominal capacity (GiB); the driver and ECC take a little of it, which the
 CUDA-context term of the runtime overhead covers.
 
-Calibration constants (defaults below, overridable per GPU in a --gpu-file) are
-educated guesses until a GPU session measures them (README, "Estimate without a GPU").
+Calibration constants: the defaults below are educated guesses. A GPU with published or
+measured runs gets fitted constants from `calibrated.json` beside this module, written by
+`benchmarks/calibration.py --fit` (estimate/calibration.py) with their provenance: the runs,
+the fit, the command; `Gpu.calibration_source` says which applies, and `tpme estimate
+--list-gpus` shows it. A --gpu-file overrides either (README, "Estimate without a GPU").
 """
 from __future__ import annotations
 
@@ -49,6 +52,10 @@ class Calibration:
     cuda_context_bytes: int = 512 * MIB  # CUDA context and loaded kernels (nvidia-smi shows it, the allocator does not)
     cublas_workspace_bytes: int = 32 * MIB  # cuBLAS/cuBLASLt workspaces
     fragmentation: float = 0.10  # caching-allocator reserved-but-unused, as a fraction of the tensor peak
+    reserved_overhead: float = 0.0  # reserved memory the allocator replay misses, as a fraction of its prediction (negative: the replay over-reserves)
+
+
+DEFAULT_SOURCE = "defaults (educated guesses, not fitted to measurements)"
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,30 @@ class Gpu:
     bandwidth_bytes_s: float
     peak_flops: dict[str, float]  # precision key -> dense FLOP/s
     calibration: Calibration = field(default_factory=Calibration)
+    calibration_source: str = DEFAULT_SOURCE
+
+
+CALIBRATED_FILE = Path(__file__).with_name("calibrated.json")
+
+
+def fitted_calibrations(path: Path = CALIBRATED_FILE) -> dict[str, tuple[dict[str, float], str]]:
+    """GPU key -> (fitted Calibration fields, one line saying where they came from)."""
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    known = {f.name for f in fields(Calibration)}
+    out = {}
+    for key, entry in doc.get("gpus", {}).items():
+        values = {k: v for k, v in entry["values"].items() if k in known}
+        prov = entry["provenance"]
+        out[key] = (values, f"fitted to {prov['runs']} {prov['data']} runs ({prov['fit']}; {prov['command']})")
+    return out
+
+
+def _with_fitted(gpus: dict[str, Gpu]) -> dict[str, Gpu]:
+    fitted = fitted_calibrations()
+    return {k: replace(g, calibration=replace(g.calibration, **{n: type(getattr(g.calibration, n))(v) for n, v in fitted[k][0].items()}), calibration_source=fitted[k][1]) if k in fitted else g
+            for k, g in gpus.items()}
 
 
 def _gpu(key: str, name: str, memory_gib: float, bandwidth_gb_s: float, fp32: float, tf32: float, fp16: float, bf16: float) -> Gpu:
@@ -66,7 +97,7 @@ def _gpu(key: str, name: str, memory_gib: float, bandwidth_gb_s: float, fp32: fl
     return Gpu(key, name, int(memory_gib * GIB), bandwidth_gb_s * 1e9, {k: v * 1e12 for k, v in tflops.items()})
 
 
-BUILTIN: dict[str, Gpu] = {
+BUILTIN: dict[str, Gpu] = _with_fitted({
     g.key: g
     for g in (
         _gpu("a100-40gb", "NVIDIA A100 40GB (SXM)", 40, 1555, 19.5, 156, 312, 312),
@@ -80,9 +111,10 @@ BUILTIN: dict[str, Gpu] = {
         _gpu("rtx4090", "NVIDIA GeForce RTX 4090 24GB", 24, 1008, 82.6, 82.6, 165.2, 165.2),
         _gpu("rtx3090", "NVIDIA GeForce RTX 3090 24GB", 24, 936, 35.6, 35.6, 71, 71),
     )
-}
+})
 ALIASES = {"h100sxm": "h100", "h100sxm80gb": "h100", "h200sxm": "h200", "a100": "a100-80gb", "rtxa6000": "a6000", "4090": "rtx4090", "3090": "rtx3090"}
 
+SIGNED_FIELDS = ("reserved_overhead",)  # a correction that may go either way
 _ENTRY_KEYS = {"name", "memory_gib", "bandwidth_gb_s", "tflops"} | {f.name for f in fields(Calibration)}
 
 
@@ -139,7 +171,7 @@ def _entry(key: str, raw: Any, path: Path) -> Gpu:
             raise TpmeError(f"{where} lacks {f!r}", "a new GPU needs name, memory_gib, bandwidth_gb_s and tflops = {fp32, tf32, fp16, bf16}")
     numbers = {k: v for k, v in raw.items() if k not in ("name", "tflops")}
     for k, v in numbers.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (v == 0 and k in ("memory_gib", "bandwidth_gb_s")):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (v < 0 and k not in SIGNED_FIELDS) or (v == 0 and k in ("memory_gib", "bandwidth_gb_s")):
             raise TpmeError(f"{where}: {k} = {v!r} is not a positive number")
     for k in ("compute_efficiency", "memory_efficiency"):
         if k in raw and not 0 < raw[k] <= 1:
@@ -164,6 +196,7 @@ def _entry(key: str, raw: Any, path: Path) -> Gpu:
         bandwidth_bytes_s=float(raw["bandwidth_gb_s"]) * 1e9 if "bandwidth_gb_s" in raw else base.bandwidth_bytes_s,
         peak_flops=peak,
         calibration=calib,
+        calibration_source=f"--gpu-file {path}" if set(numbers) & {f.name for f in fields(Calibration)} else (base.calibration_source if base else DEFAULT_SOURCE),
     )
 
 

@@ -28,6 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list-gpus", action="store_true", help="print the GPU table (with --gpu-file entries) and exit")
     p.add_argument("--method-opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE", help="a method option (repeatable)")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE, which registers methods (repeatable)")
+    p.add_argument("--peft-experiment", action="append", metavar="DIR", help="causal-lm: a peft experiment folder (<root>/experiments/<method>/<name>/, "
+                   "<root>/default_training_params.json beside it) estimated as written: its adapter_config.json (none: full fine-tuning) and its training "
+                   "params set batch, max length (the peak is at it), weight dtype, optimizer, clipping, checkpointing; the rest from the peft preset (repeatable)")
+    p.add_argument("--mean-tokens", type=float, metavar="N", help="with --peft-experiment: also the step time at N tokens per sample (the data's mean length) and the time of max_steps such steps")
     p.add_argument("--json", action="store_true", help="print a JSON list: one object per method x precision x GPU")
     p.set_defaults(func=run)
 
@@ -43,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list_gpus:
         return _list_gpus(resolve_gpus(args.gpu or "all", args.gpu_file), args.json)
     gpus = resolve_gpus(args.gpu or "h100", args.gpu_file)
+    if args.peft_experiment or args.mean_tokens is not None:
+        return _run_experiments(args, gpus)
     given = [p.strip() for p in (args.precision or "").split(",") if p.strip()]
     bad = [p for p in given if p not in PRECISIONS]
     if bad or (args.precision is not None and not given):
@@ -77,6 +83,50 @@ def run(args: argparse.Namespace) -> int:
         print_json(rows)
     else:
         print(render(rows, data.samples, scenario.samples_name))
+    return 1 if failed else 0
+
+
+def _run_experiments(args: argparse.Namespace, gpus: list) -> int:
+    """`--peft-experiment DIR ...`: one estimate per folder, its settings from its files."""
+    from tpme.errors import TpmeError
+    from tpme.estimate.experiments import estimate_experiment, experiment_records, mean_length
+    from tpme.scenarios.causal_lm.experiment_run import experiment_config
+    from tpme.scenarios.causal_lm.peft_experiment import load_experiment
+
+    if not args.peft_experiment:
+        raise TpmeError("--mean-tokens needs --peft-experiment", "add --peft-experiment DIR, or drop --mean-tokens")
+    clashes = [f for f, v in (("--methods", args.methods), ("--batch-size", args.batch_size), ("--precision", args.precision), ("--seq-len", getattr(args, "seq_len", None))) if v is not None]
+    if clashes:
+        raise TpmeError(f"{', '.join(clashes)} cannot be combined with --peft-experiment, whose files set them", f"drop {', '.join(clashes)}, or edit the experiment's training_params.json")
+    scenario, base = scenario_config(argparse.Namespace(**{**vars(args), "preset": "peft"}))
+    if scenario.name != "causal-lm":
+        raise TpmeError(f"--peft-experiment estimates causal-lm experiments, and this is --scenario {scenario.name}", "add --scenario causal-lm")
+    experiments = [load_experiment(d) for d in args.peft_experiment]  # every folder read and checked before the first (slow) estimate
+    for exp in experiments:
+        experiment_config(exp, base)
+        if args.mean_tokens is not None:
+            mean_length(args.mean_tokens, exp.max_seq_length)
+    rows, failed = [], False
+    for exp in experiments:
+        t0 = time.perf_counter()
+        print(f"tpme: estimating {exp.label} ({base.model}) ...", file=sys.stderr, end="", flush=True)
+        try:
+            rows += experiment_records(estimate_experiment(scenario, base, exp, args.mean_tokens), gpus)
+            print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        except TpmeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an adapter the fake step cannot run; the other experiments still get estimated
+            failed = True
+            rows.append({"label": exp.label, "method": exp.label, "experiment": str(exp.path), "precision": "-", "status": "error", "error": f"{type(e).__name__}: {e}"})
+            print(f" failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+    if args.json:
+        print_json(rows)
+        return 1 if failed else 0
+    ok = [r for r in rows if r["status"] == "ok"]
+    print(render(rows, ok[0]["max_steps"] * ok[0]["batch_size"] if ok else 0, "sequences"))
+    for r in ok:
+        if "predicted_step_time_at_mean_s" in r:
+            print(f"{r['label']} on {r['gpu']}: {r['predicted_step_time_at_mean_s']:.3f} s/step at {r['mean_seq_len']} tokens per sample, {r['predicted_train_time_at_mean_s']:.0f} s for {r['max_steps']} steps")
     return 1 if failed else 0
 
 
@@ -124,7 +174,7 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool
 def _list_gpus(gpus: list, as_json: bool) -> int:
     from dataclasses import asdict
 
-    rows = [{"key": g.key, "name": g.name, "memory_gib": g.memory_bytes / 2**30, "bandwidth_gb_s": g.bandwidth_bytes_s / 1e9, "tflops": {k: v / 1e12 for k, v in g.peak_flops.items()}, **asdict(g.calibration)} for g in gpus]
+    rows = [{"key": g.key, "name": g.name, "memory_gib": g.memory_bytes / 2**30, "bandwidth_gb_s": g.bandwidth_bytes_s / 1e9, "tflops": {k: v / 1e12 for k, v in g.peak_flops.items()}, **asdict(g.calibration), "calibration_source": g.calibration_source} for g in gpus]
     if as_json:
         print_json(rows)
         return 0
@@ -133,4 +183,6 @@ def _list_gpus(gpus: list, as_json: bool) -> int:
     headers = ["key", "name", "memory (GiB)", "bandwidth (GB/s)", "fp32 (TFLOP/s)", "tf32 (TFLOP/s)", "fp16 (TFLOP/s)", "bf16 (TFLOP/s)"]
     cells = [[r["key"], r["name"], f"{r['memory_gib']:.0f}", f"{r['bandwidth_gb_s']:.0f}", *(f"{r['tflops'][k]:g}" for k in ("fp32", "tf32", "fp16", "bf16"))] for r in rows]
     print_table(TextTable(headers, cells, set(range(2, len(headers)))))
+    for source in sorted({r["calibration_source"] for r in rows}):
+        print(f"calibration of {', '.join(r['key'] for r in rows if r['calibration_source'] == source)}: {source}")
     return 0

@@ -15,6 +15,7 @@ from tpme.scenarios.config import ScenarioConfig, TrainConfig
 from tpme.training.optim import OPTIMIZERS
 
 WEIGHT_DTYPES = ("fp32", "bf16")
+OPTIMIZER_IMPLS = ("fused", "foreach")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class LmTrainConfig(TrainConfig):
     weight_decay: float = 0.1
     grad_clip: float | None = 1.0  # max gradient norm; None: no clipping
     gradient_checkpointing: bool = False
+    optimizer_impl: str = "fused"  # on CUDA: fused (tpme's default) or foreach (torch's default, which peft's suite gets)
 
     def validate(self) -> None:
         super().validate()
@@ -53,6 +55,8 @@ class LmTrainConfig(TrainConfig):
             raise TpmeError(f"unknown weights dtype {self.weights_dtype!r}", f"use one of {', '.join(WEIGHT_DTYPES)}")
         if self.weights_dtype == "bf16" and self.precision != "bf16":
             raise TpmeError(f"bf16 weights run without autocast, so precision must be bf16, got {self.precision}", "use --precision bf16 with --weights-dtype bf16, or --weights-dtype fp32")
+        if self.optimizer_impl not in OPTIMIZER_IMPLS:
+            raise TpmeError(f"unknown optimizer implementation {self.optimizer_impl!r}", f"use one of {', '.join(OPTIMIZER_IMPLS)}")
         if self.optimizer not in OPTIMIZERS:
             raise TpmeError(f"unknown optimizer {self.optimizer!r}", f"use one of {', '.join(OPTIMIZERS)}")
         if self.weight_decay < 0 or (self.grad_clip is not None and not self.grad_clip > 0):

@@ -21,8 +21,10 @@ from tpme.training.step import Trainer
 
 
 def optimizer_for(cfg: LmRunConfig, model: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
+    """`fused`: the step runs (or is estimated) on CUDA, where `optimizer_impl` picks fused or foreach."""
     trainable = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
-    return make_optimizer(trainable, cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay, fused)
+    impl = cfg.train.optimizer_impl if fused else None
+    return make_optimizer(trainable, cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay, fused=impl == "fused", foreach=True if impl == "foreach" else None)
 
 
 def trainable_dtypes(model: torch.nn.Module) -> dict[str, int]:
