@@ -9,6 +9,7 @@ business; the result is a typed record.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,7 +21,9 @@ from tpme.bench.provenance import provenance
 from tpme.bench.train import StepTimes, timed_steps
 from tpme.datasets.prefetch import Prefetcher
 from tpme.device import device_name, resolve_device, synchronize
+from tpme.errors import NonFiniteError
 from tpme.methods.registry import get_method, load_plugins
+from tpme.results.finite import NON_FINITE_FIX, describe, non_finite_fields
 from tpme.results.record import Memory, Quality, QualityValue, Record, Timing, cell_key
 from tpme.scenarios import get_scenario
 from tpme.scenarios.base import Evaluator, TrainingSetup, count_params
@@ -151,6 +154,9 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
     record.memory = Memory(**{k: v for k, v in memory.items() if k in Memory.__dataclass_fields__})
     if spec.estimate:  # after every measurement: tracking never overlaps timing
         record.estimate = _estimate(spec, scenario, cfg, setup, batch, device)
+    bad = non_finite_fields(record.to_dict()) + [f"losses of step {i + 1}" for i, x in enumerate(times.losses) if not math.isfinite(x)][:3]
+    if bad:
+        raise NonFiniteError(describe(bad), NON_FINITE_FIX)
     record.status = "ok"
     return record
 

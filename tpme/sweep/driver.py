@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from tpme.bench.cell import CellSpec
 from tpme.errors import TpmeError
+from tpme.results.finite import fail_non_finite
 from tpme.results.record import Baseline, Record
 from tpme.results.store import ATTEMPTS_FILE, RESULTS_FILE, append_record
 from tpme.sweep.executors.base import Executor, Job
@@ -211,6 +212,7 @@ def _drive(plan: Plan, opts: DriverOptions, executor: Executor, todo: list[Cell]
             for job, record in executor.wait(POLL_S):
                 if (record.error or "").startswith("KeyboardInterrupt"):
                     raise KeyboardInterrupt  # the cell saw the terminal's Ctrl-C before this process did
+                record = fail_non_finite(record)  # whatever the executor, a NaN is never ok nor stored bare
                 record.axes, record.attempt = job.cell.axes, job.attempt
                 record.baselines = baselines.get(job.cell.data_key, {})
                 is_final = record.status in FINAL_STATUSES or job.attempt >= opts.retries

@@ -1,0 +1,75 @@
+"""Hostile input and crashes (issue 19): no false `ok`, no bare NaN on disk, no lost or
+mixed records, bounded parsing of untrusted files, and exit-2 messages instead of tracebacks."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tpme.cli import main
+from tpme.errors import TpmeError
+from tpme.results.record import Record
+from tpme.results.store import ATTEMPTS_FILE, RESULTS_FILE, append_record
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+FAST = ["--preset", "ci", "--device", "cpu", "--steps", "1", "--warmup-steps", "0", "--quiet", "--no-report"]
+
+
+@pytest.fixture
+def hostile_plugin(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(str(TESTS))
+
+
+def strict_json_lines(path: Path) -> list[dict]:
+    """Every line parsed as strict JSON: NaN and Infinity are not JSON."""
+    def refuse(name):
+        raise AssertionError(f"bare {name} in {path}")
+
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines() if line.strip()]
+
+
+# --- non-finite numbers -------------------------------------------------------------
+
+def test_nan_target_score_is_never_a_hit_and_ties_never_rank_below_zero():
+    from tpme.scenarios.recommendation.ranking import hit_ndcg, target_ranks
+
+    scores = torch.full((2, 5), float("nan"))
+    ranks = target_ranks(scores, torch.tensor([1, 3]))
+    assert ranks.tolist() == [4, 4]
+    hit, ndcg = hit_ndcg(ranks, 3)
+    assert hit.tolist() == [0.0, 0.0] and ndcg.tolist() == [0.0, 0.0]
+    # a NaN candidate counts above a finite target; a lone target never gets rank -1
+    assert target_ranks(torch.tensor([[0.0, float("nan"), 0.5]]), torch.tensor([2])).tolist() == [1]
+    assert target_ranks(torch.tensor([[float("-inf"), 0.5]]), torch.tensor([1])).min() >= 0
+
+
+def test_evaluator_refuses_non_finite_scores():
+    from tpme.scenarios.recommendation.evaluate import _rank_all
+
+    hist = torch.tensor([[0, 1, 2]]).numpy()
+    target = torch.tensor([3]).numpy()
+    with pytest.raises(TpmeError, match="NaN or infinite"):
+        _rank_all(lambda h: torch.full((len(h), 5), float("nan")), hist, target, torch.device("cpu"))
+
+
+def test_diverged_method_is_an_error_and_results_hold_strict_json(tmp_path, hostile_plugin, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--methods", "test-nan", "--plugin", "hostile_plugin", "--eval", "--executor", "inprocess", "--out", str(out), *FAST])
+    assert code == 1
+    [rec] = strict_json_lines(out / RESULTS_FILE)
+    assert rec["status"] == "error" and "NonFiniteError" in rec["error"] and "NaN" in rec["error"]
+    assert strict_json_lines(out / ATTEMPTS_FILE)[0]["status"] == "error"
+
+
+def test_a_non_finite_record_from_any_executor_is_failed_and_stored_without_nan():
+    from tpme.results.finite import fail_non_finite
+
+    rec = Record("m", status="ok", cell_key="k", epoch_time_s=1.0, trainable_params=1, peak_memory_bytes=1, losses={"first": 1.0, "last": float("nan")})
+    failed = fail_non_finite(rec)
+    assert failed.status == "error" and "losses.last" in failed.error and failed.losses["last"] is None
+    assert fail_non_finite(Record("m", status="ok", cell_key="k", epoch_time_s=1.0, trainable_params=1, peak_memory_bytes=1)).status == "ok"
