@@ -73,3 +73,35 @@ def test_a_non_finite_record_from_any_executor_is_failed_and_stored_without_nan(
     failed = fail_non_finite(rec)
     assert failed.status == "error" and "losses.last" in failed.error and failed.losses["last"] is None
     assert fail_non_finite(Record("m", status="ok", cell_key="k", epoch_time_s=1.0, trainable_params=1, peak_memory_bytes=1)).status == "ok"
+
+
+# --- oom classification -------------------------------------------------------------
+
+def _cell_spec():
+    from tpme.bench.cell import CellSpec
+
+    return CellSpec("frozen", {"preset": "ci", "train": {"seed": 0, "precision": "fp32"}}, "data.npz")
+
+
+def _classified(exc: BaseException):
+    from tpme.bench.worker import failure_record
+
+    try:
+        raise exc
+    except BaseException as e:  # noqa: BLE001 - the worker's own handler, replayed
+        return failure_record(_cell_spec(), e)
+
+
+@pytest.mark.parametrize("exc", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                 RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1099511627776 bytes")],
+                         ids=["cuda", "cpu-allocator"])
+def test_worker_classifies_allocator_failures_as_oom(exc):
+    rec = _classified(exc)
+    assert rec.status == "oom" and type(exc).__name__ in rec.error and rec.traceback
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), ValueError("pixel size 99999 out of memory layout"), RuntimeError("the image is out of memory bounds")],
+                         ids=["memoryerror-from-corrupt-value", "valueerror", "runtimeerror-not-allocator"])
+def test_worker_does_not_call_corrupt_data_an_oom(exc):
+    rec = _classified(exc)
+    assert rec.status == "error"
