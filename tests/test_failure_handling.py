@@ -105,3 +105,63 @@ def test_worker_classifies_allocator_failures_as_oom(exc):
 def test_worker_does_not_call_corrupt_data_an_oom(exc):
     rec = _classified(exc)
     assert rec.status == "error"
+
+
+# --- record files -------------------------------------------------------------------
+
+def _ok_record(key="k0", **over) -> dict:
+    rec = Record("fft", status="ok", cell_key=key, epoch_time_s=1.0, trainable_params=10, peak_memory_bytes=100, config={"preset": "ci"}).to_dict()
+    rec.update(over)
+    return rec
+
+
+def test_append_after_a_half_written_line_keeps_the_new_record_whole(tmp_path):
+    from tpme.results.store import scan
+
+    results = tmp_path / RESULTS_FILE
+    append_record(results, _ok_record("k0"))
+    with results.open("ab") as f:
+        f.write(b'{"schema": "tpme.result/2", "cell_k')
+    append_record(results, _ok_record("k1"))
+    s = scan(results)
+    assert [r["cell_key"] for r in s.records] == ["k0", "k1"]
+    assert [n for n, _ in s.bad] == [2]
+
+
+def test_run_into_a_folder_with_a_damaged_last_line_is_refused_without_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / RESULTS_FILE).write_bytes(json.dumps(_ok_record()).encode() + b'\n{"schema": "tpme.res')
+    before = (out / RESULTS_FILE).read_bytes()
+    assert main(["run", "--methods", "frozen", "--executor", "inprocess", "--out", str(out), *FAST]) == 2
+    assert "damaged record line" in capsys.readouterr().err
+    assert (out / RESULTS_FILE).read_bytes() == before
+
+
+@pytest.mark.parametrize("line", [b"[1, 2, 3]", b'"text"', b"[" * 100000, b'{"schema": "tpme.result/2", "method": "fft", "status": "ok", "epoch_time_s": "fast", "trainable_params": 1, "peak_memory_bytes": 1}'],
+                         ids=["json-list", "json-string", "deep-nesting", "text-for-number"])
+@pytest.mark.parametrize("command", ["score", "report"])
+def test_bad_results_lines_are_exit_2_with_the_line_number(tmp_path, capsys, line, command):
+    results = tmp_path / RESULTS_FILE
+    results.write_bytes(json.dumps(_ok_record()).encode() + b"\n" + line + b"\n")
+    argv = [command, str(results)] + (["--out", str(tmp_path / "report")] if command == "report" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{results}:2" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_record_files_that_are_not_regular_files_are_refused(tmp_path, kind):
+    from tpme.results.store import load_records, scan
+
+    path = tmp_path / RESULTS_FILE
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(TpmeError, match="not a regular file"):
+        load_records(path)
+    with pytest.raises(TpmeError, match="not a regular file"):
+        scan(path)
+    with pytest.raises(TpmeError, match="not a regular file"):
+        append_record(path, _ok_record())
