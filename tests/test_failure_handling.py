@@ -165,3 +165,66 @@ def test_record_files_that_are_not_regular_files_are_refused(tmp_path, kind):
         scan(path)
     with pytest.raises(TpmeError, match="not a regular file"):
         append_record(path, _ok_record())
+
+
+# --- one writer per run folder ------------------------------------------------------
+
+@pytest.fixture
+def locked_run_dir(tmp_path):
+    """A run folder whose lock another process holds (as a running `tpme run` would)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; from tpme.results.lock import run_lock\n"
+                               "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)", str(out)],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert holder.stdout.readline().strip() == "held"
+    yield out, holder.pid
+    holder.kill()
+    holder.wait()
+
+
+def test_second_run_into_a_locked_folder_exits_2_naming_the_lock(locked_run_dir, capsys):
+    out, pid = locked_run_dir
+    assert main(["run", "--methods", "frozen", "--executor", "inprocess", "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert ".tpme.lock" in err and f"process {pid}" in err and "another --out" in err
+    assert not (out / RESULTS_FILE).exists() and not (out / "table.md").exists()
+
+
+def test_second_sweep_into_a_locked_folder_exits_2(locked_run_dir, tmp_path, capsys):
+    out, _ = locked_run_dir
+    spec = tmp_path / "s.yaml"
+    spec.write_text("preset: ci\nsettings:\n  device: cpu\n  steps: 1\n  warmup_steps: 0\naxes:\n  method: [frozen]\n")
+    assert main(["sweep", str(spec), "--executor", "inprocess", "--out", str(out), "--quiet"]) == 2
+    assert ".tpme.lock" in capsys.readouterr().err
+
+
+def test_lock_is_released_when_the_run_ends_and_rerun_needs_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--methods", "frozen", "--executor", "inprocess", "--out", str(out), *FAST]) == 0
+    before = (out / RESULTS_FILE).read_bytes()
+    assert main(["run", "--methods", "frozen", "--executor", "inprocess", "--out", str(out), *FAST]) == 2
+    assert "--resume" in capsys.readouterr().err and (out / RESULTS_FILE).read_bytes() == before
+    assert main(["run", "--methods", "frozen", "--executor", "inprocess", "--out", str(out), "--resume", *FAST]) == 0
+    assert (out / RESULTS_FILE).read_bytes() == before  # the finished cell is not run again
+
+
+@pytest.mark.parametrize("argv", [["--timeout", "0"], ["--timeout", "-1"], ["--retries", "0"], ["--max-parallel", "0"]])
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_numeric_options_are_refused_before_any_work(tmp_path, capsys, argv, command):
+    out = tmp_path / "out"
+    spec = tmp_path / "s.yaml"
+    spec.write_text("preset: ci\naxes:\n  method: [frozen]\n")
+    head = ["run", "--methods", "frozen", *FAST] if command == "run" else ["sweep", str(spec), "--quiet"]
+    assert main([*head, "--out", str(out), *argv]) == 2
+    assert argv[0] in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_out_naming_a_file_is_exit_2(tmp_path, capsys):
+    out = tmp_path / "file"
+    out.write_text("keep me")
+    assert main(["run", "--methods", "frozen", "--out", str(out), *FAST]) == 2
+    assert "is a file" in capsys.readouterr().err and out.read_text() == "keep me"

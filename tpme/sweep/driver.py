@@ -20,6 +20,7 @@ from tqdm import tqdm
 from tpme.bench.cell import CellSpec
 from tpme.errors import TpmeError
 from tpme.results.finite import fail_non_finite
+from tpme.results.lock import run_lock
 from tpme.results.record import Baseline, Record
 from tpme.results.store import ATTEMPTS_FILE, RESULTS_FILE, append_record
 from tpme.sweep.executors.base import Executor, Job
@@ -157,8 +158,12 @@ def _write_json(path: Path, data: dict) -> None:
 
 def run(plan: Plan, opts: DriverOptions, executor: Executor | None = None, notify: Callable[[str], None] = stderr) -> Outcome:
     validate(opts)
+    with run_lock(opts.out_dir):  # one writer per run folder (the CLI holds it already, around its table and report too)
+        return _run_locked(plan, opts, executor, notify)
+
+
+def _run_locked(plan: Plan, opts: DriverOptions, executor: Executor | None, notify: Callable[[str], None]) -> Outcome:
     cells = plan.cells
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
     state = RunState.open(opts.out_dir, opts.resume, notify)
     final, spent = state.final(), state.attempts_spent()
     todo = [c for c in cells if final.get(c.key, {}).get("status") not in FINAL_STATUSES and spent[c.key] < opts.retries]
