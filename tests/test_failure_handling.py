@@ -228,3 +228,27 @@ def test_out_naming_a_file_is_exit_2(tmp_path, capsys):
     out.write_text("keep me")
     assert main(["run", "--methods", "frozen", "--out", str(out), *FAST]) == 2
     assert "is a file" in capsys.readouterr().err and out.read_text() == "keep me"
+
+
+# --- resume -------------------------------------------------------------------------
+
+def test_resume_recovers_an_ok_cell_whose_results_line_was_cut(tmp_path):
+    """The ok attempt is in attempts.jsonl but the results line was cut by a crash: the cell is
+    done (its record recovered), not failed with its attempts spent, and is not re-run."""
+    from tpme.sweep import driver
+    from tpme.sweep.spec import load_spec
+
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text("preset: ci\nsettings:\n  device: cpu\n  steps: 1\n  warmup_steps: 0\n  memory_steps: 0\naxes:\n  method: [frozen]\n")
+    spec = load_spec(spec_path)
+    [cell] = spec.cells()
+    out = tmp_path / "sweep"
+    out.mkdir()
+    ok = _ok_record(cell.key, attempt=1)
+    line = json.dumps(ok).encode()
+    (out / RESULTS_FILE).write_bytes(line[: len(line) // 2])  # the results append cut short
+    append_record(out / ATTEMPTS_FILE, ok)
+    outcome = driver.run(driver.Plan("sweep s", spec.cells(), spec_path=spec.path), driver.DriverOptions(out, executor="inprocess", retries=1, resume=True, progress=False), notify=lambda m: None)
+    assert outcome.launched == 0
+    assert [r.status for r in outcome.records] == ["ok"] and outcome.records[0].cell_key == cell.key
+    assert [r["cell_key"] for r in strict_json_lines(out / RESULTS_FILE)] == [cell.key]

@@ -165,6 +165,7 @@ def run(plan: Plan, opts: DriverOptions, executor: Executor | None = None, notif
 def _run_locked(plan: Plan, opts: DriverOptions, executor: Executor | None, notify: Callable[[str], None]) -> Outcome:
     cells = plan.cells
     state = RunState.open(opts.out_dir, opts.resume, notify)
+    state.recover(opts.retries, notify)
     final, spent = state.final(), state.attempts_spent()
     todo = [c for c in cells if final.get(c.key, {}).get("status") not in FINAL_STATUSES and spent[c.key] < opts.retries]
     done_earlier = sum(1 for c in cells if final.get(c.key, {}).get("status") in FINAL_STATUSES)
