@@ -252,3 +252,101 @@ def test_resume_recovers_an_ok_cell_whose_results_line_was_cut(tmp_path):
     assert outcome.launched == 0
     assert [r.status for r in outcome.records] == ["ok"] and outcome.records[0].cell_key == cell.key
     assert [r["cell_key"] for r in strict_json_lines(out / RESULTS_FILE)] == [cell.key]
+
+
+# --- the IISAN cache ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cache_setup(ci_bundle_path):
+    from tpme.datasets.batching import IMAGE, TEXT, ItemFeatures
+    from tpme.datasets.bundle import DataBundle
+    from tpme.models.backbones import Backbones, BackboneSpec
+
+    bundle = DataBundle.load(ci_bundle_path)
+    torch.manual_seed(0)
+    backbones = Backbones.build(BackboneSpec.parse("tiny"))
+    return bundle, backbones, ItemFeatures(bundle, frozenset({TEXT, IMAGE}), backbones.image_size, int(bundle.info["pad_id"]))
+
+
+def _built_cache(tmp_path, cache_setup):
+    from tpme.methods.iisan import cache as hc
+
+    bundle, backbones, features = cache_setup
+    spec = hc.BuildSpec([0, 2], [0, 2], "fp32", "fp32", batch_size=32)
+    _, info = hc.ensure(tmp_path, backbones, bundle, features, spec, torch.device("cpu"))
+    return Path(info["cache_dir"]), info, lambda: hc.ensure(tmp_path, backbones, bundle, features, spec, torch.device("cpu"))
+
+
+def _edit_manifest(directory: Path, edit) -> None:
+    path = directory / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_manifest_naming_a_file_outside_its_key_folder_is_never_used(tmp_path, cache_setup):
+    directory, info, ensure = _built_cache(tmp_path, cache_setup)
+    outside = tmp_path / "elsewhere.npy"
+    outside.write_bytes((directory / "text.npy").read_bytes())  # same bytes, same sha: only the place differs
+    (directory / "text.npy").unlink()
+    _edit_manifest(directory, lambda m: m["files"]["text"].update(name=str(outside)))
+    again, info2 = ensure()
+    assert info2["cache"] == "rebuilt" and "text.npy" in info2["rebuild_reason"]
+    assert (directory / "text.npy").is_file()
+
+
+def test_foreign_array_of_nan_with_a_matching_manifest_is_rebuilt(tmp_path, cache_setup):
+    import numpy as np
+
+    directory, info, ensure = _built_cache(tmp_path, cache_setup)
+    good = np.load(directory / "text.npy")
+    np.save(directory / "text.npy", np.full_like(good, np.nan))
+    _edit_manifest(directory, lambda m: m["files"]["text"].update(bytes=(directory / "text.npy").stat().st_size, sha256=_sha256(directory / "text.npy")))
+    arrays, info2 = ensure()
+    assert info2["cache"] == "rebuilt" and "NaN" in info2["rebuild_reason"]
+    assert bool(torch.isfinite(arrays["text"]).all())
+
+
+@pytest.mark.parametrize("edit", [lambda m: m.update(files=["text.npy", "image.npy"]), lambda m: m["files"]["text"].update(bytes="many"),
+                                  lambda m: m["files"]["image"].update(shape="big"), lambda m: m.update(dtype=7), lambda m: m.update(text_layers="0,2")],
+                         ids=["files-list", "bytes-text", "shape-text", "dtype-int", "layers-text"])
+def test_wrongly_typed_manifest_is_a_status_and_can_be_cleared(tmp_path, cache_setup, capsys, edit):
+    directory, _, _ = _built_cache(tmp_path, cache_setup)
+    _edit_manifest(directory, edit)
+    assert main(["cache", "info", "--cache-dir", str(tmp_path), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["status"].startswith("unreadable manifest")
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path)]) == 0
+    assert not directory.exists()
+
+
+def test_symlinked_key_folder_is_listed_and_cleared_without_touching_its_target(tmp_path, cache_setup, capsys):
+    directory, _, _ = _built_cache(tmp_path / "real", cache_setup)
+    link_root = tmp_path / "linked" / "iisan-hidden"
+    link_root.mkdir(parents=True)
+    (link_root / directory.name).symlink_to(directory, target_is_directory=True)
+    assert main(["cache", "info", "--cache-dir", str(tmp_path / "linked"), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert "symbolic link" in row["status"]
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path / "linked")]) == 0
+    assert not (link_root / directory.name).exists() and (directory / "manifest.json").is_file()
+
+
+def test_cache_that_needs_a_rebuild_in_a_read_only_folder_names_the_reason(tmp_path, cache_setup, monkeypatch):
+    from tpme.methods.iisan import cache as hc
+
+    directory, _, ensure = _built_cache(tmp_path, cache_setup)
+    (directory / "text.npy").write_bytes(b"\x93NUMPY")  # truncated
+    def read_only(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(hc.shutil, "rmtree", read_only)
+    with pytest.raises(TpmeError) as e:
+        ensure()
+    assert "Permission denied" in str(e.value) and "truncated" in str(e.value) and "--cache-dir" in str(e.value)
