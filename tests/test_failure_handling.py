@@ -350,3 +350,17 @@ def test_cache_that_needs_a_rebuild_in_a_read_only_folder_names_the_reason(tmp_p
     with pytest.raises(TpmeError) as e:
         ensure()
     assert "Permission denied" in str(e.value) and "truncated" in str(e.value) and "--cache-dir" in str(e.value)
+
+
+def test_cache_build_takes_runs_dataset_flags(tmp_path, capsys):
+    """Its own error names --missing-images; `cache build` must accept it (and the other dataset flags of run)."""
+    from tpme.datasets.synth_writer import write_synthetic_dataset
+
+    files = write_synthetic_dataset(tmp_path / "data", "tiny", image_size=8)
+    for png in sorted(files.images.iterdir())[::2]:
+        png.unlink()  # half the items lose their image
+    base = ["cache", "build", "--preset", "ci", "--dataset", str(tmp_path / "data"), "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--json"]
+    assert main(base) == 2
+    assert "--missing-images" in capsys.readouterr().err
+    assert main([*base, "--missing-images", "blank", "--max-users", "40"]) == 0
+    assert json.loads(capsys.readouterr().out)["cache"] == "built"

@@ -33,8 +33,7 @@ def add_parser(sub: argparse._SubParsersAction, services: Any) -> None:
 
     b = actions.add_parser("build", help="build (or verify) the cache for a configuration")
     b.add_argument("--preset", default="default", help="ci, default or paper (default: default)")
-    b.add_argument("--dataset", help="synthetic[:SIZE] or a dataset directory (default: the preset's)")
-    b.add_argument("--backbone", help="tiny|small|base or TEXT_DIR,IMAGE_DIR (default: the preset's)")
+    services.scenario(SCENARIO).add_arguments(b, True)  # the dataset and backbone options of `tpme run`, so the same flags find the same cache
     b.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     b.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="precision of the build pass (default: the preset's)")
     b.add_argument("--seed", type=int, help="seed of data and initialisation")
@@ -61,7 +60,7 @@ def _cache_dir_arg(p: argparse.ArgumentParser) -> None:
 def build(args: argparse.Namespace, scenario: Any) -> int:
     from tpme.device import resolve_device
 
-    overrides = {"dataset": args.dataset, "backbone": args.backbone, "device": args.device, "precision": args.precision, "seed": args.seed}
+    overrides = {**scenario.overrides(args), "device": args.device, "precision": args.precision, "seed": args.seed}
     cfg = scenario.preset(args.preset).override(**overrides)
     method = get_method(METHOD, parse_method_opts(args.method_opt, [METHOD])[METHOD])
     facts = scenario.prepare_method(cfg, method, resolve_device(cfg.train.device), args.cache_dir, progress=not args.json)
