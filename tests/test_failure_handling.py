@@ -364,3 +364,51 @@ def test_cache_build_takes_runs_dataset_flags(tmp_path, capsys):
     assert "--missing-images" in capsys.readouterr().err
     assert main([*base, "--missing-images", "blank", "--max-users", "40"]) == 0
     assert json.loads(capsys.readouterr().out)["cache"] == "built"
+
+
+# --- LMDB image values --------------------------------------------------------------
+
+def _peak_bytes_while(fn) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - only the memory is measured here
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("value", [
+    b"\x80\x02cbuiltins\nbytearray\nJ\x00\x00\x00\x10\x85R.",  # bytearray(256 MiB) from 27 bytes
+    b"\x80\x02K\x01r\x00\x00\x00\x01.",  # LONG_BINPUT at index 2**24: the C unpickler sizes its memo by it (128 MiB)
+], ids=["bytearray-by-size", "huge-memo-index"])
+def test_lmdb_value_cannot_allocate_by_a_size_it_claims(value):
+    from tpme.datasets.image_stores import load_lmdb_image
+
+    assert _peak_bytes_while(lambda: load_lmdb_image(value)) < 8 * 2**20
+    with pytest.raises(ValueError, match="size|memo"):
+        load_lmdb_image(value)
+
+
+@pytest.mark.parametrize("value", [
+    b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x07\x00\x00\x00nocodec\x86R.",
+    b"\x80\x02cbuiltins\nbytes\nX\x01\x00\x00\x00x\x85R.",
+    b"\x80\x02cbuiltins\nobject\n)R}X\x01\x00\x00\x00aK\x01sb.",
+    b"\x80\x02cbuiltins\nbytearray\n\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01\x85R.",
+    b"\x80\x02]q\x00.",
+], ids=["LookupError", "TypeError", "AttributeError", "OverflowError", "not-an-image"])  # ids: what the bare unpickler raised
+def test_corrupt_lmdb_values_are_a_message_not_a_traceback(tmp_path, value):
+    """Each value is a TpmeError from the store (exit 2 from a command, an error status in a cell)."""
+    lmdb = pytest.importorskip("lmdb")
+    from tpme.datasets.image_stores import LmdbImages
+
+    store = tmp_path / "images.lmdb"
+    env = lmdb.open(str(store), map_size=2**22, subdir=False)
+    with env.begin(write=True) as txn:
+        txn.put(b"I1", value)
+    env.close()
+    with pytest.raises(TpmeError, match="image of item 'I1'"):
+        LmdbImages(str(store), ["I1"], [True], "error").load("I1")
