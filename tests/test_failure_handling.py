@@ -412,3 +412,54 @@ def test_corrupt_lmdb_values_are_a_message_not_a_traceback(tmp_path, value):
     env.close()
     with pytest.raises(TpmeError, match="image of item 'I1'"):
         LmdbImages(str(store), ["I1"], [True], "error").load("I1")
+
+
+# --- untrusted files: type, size, structure -----------------------------------------
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo"])
+def test_users_file_that_never_ends_or_blocks_is_refused(tmp_path, capsys, kind):
+    from tpme.datasets.synth_writer import write_synthetic_dataset
+
+    files = write_synthetic_dataset(tmp_path / "data", "tiny", image_size=8)
+    users = tmp_path / "users.tsv"
+    if kind == "fifo":
+        os.mkfifo(users)
+    else:
+        users.symlink_to("/dev/zero")
+    assert main(["data", "check", str(tmp_path / "data"), "--users", str(users)]) == 2
+    err = capsys.readouterr().err
+    assert "not a regular file" in err and str(users) in err
+
+
+def test_dataset_line_longer_than_the_limit_is_refused(tmp_path, monkeypatch, capsys):
+    from tpme.datasets import readers
+    from tpme.datasets.synth_writer import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", "tiny", image_size=8)
+    monkeypatch.setattr(readers, "DATASET_LINE_LIMIT", 64)
+    assert main(["data", "check", str(tmp_path / "data")]) == 2
+    assert "line longer than 64 bytes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,why", [
+    ("name: x\npreset: ci\naxes: &a\n  method: [frozen]\n  more: *a\n", "contains it"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")) + "preset: ci\n", "values once its aliases"),
+    ("axes: " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
+], ids=["self-referencing-anchor", "billion-laughs", "deep-nesting"])
+def test_yaml_spec_structure_is_bounded(tmp_path, capsys, text, why):
+    import time
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(text)
+    t0 = time.perf_counter()
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert why in err and "Traceback" not in err
+    assert time.perf_counter() - t0 < 60  # guards against a hang only; the bound is MAX_NODES
+
+
+def test_oversized_spec_is_refused(tmp_path, capsys):
+    spec = tmp_path / "big.yaml"
+    spec.write_text("preset: ci\n" + "# padding\n" * 200_000)
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert "more than the" in capsys.readouterr().err

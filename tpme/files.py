@@ -30,6 +30,13 @@ def check_regular(path: str | Path, what: str) -> os.stat_result:
     return st
 
 
+def check_size(path: str | Path, limit: int, what: str) -> os.stat_result:
+    """A regular file of at most `limit` bytes (for a reader that opens the file itself)."""
+    st = check_regular(path, what)
+    _check_size(Path(path), st.st_size, limit, what)
+    return st
+
+
 def _check_size(path: Path, size: int, limit: int, what: str) -> None:
     if size > limit:
         raise TpmeError(f"{what} {path} has {size:,} bytes, more than the {limit:,} a {what} may have", "check that this is the right file")
