@@ -463,3 +463,56 @@ def test_oversized_spec_is_refused(tmp_path, capsys):
     spec.write_text("preset: ci\n" + "# padding\n" * 200_000)
     assert main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
     assert "more than the" in capsys.readouterr().err
+
+
+def test_plugin_raising_on_import_is_exit_2(tmp_path, monkeypatch, capsys):
+    (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["run", "--plugin", "broken_plugin", "--methods", "frozen", "--out", str(tmp_path / "out"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "broken_plugin" in err and "boom at import" in err and "Traceback" not in err
+
+
+# --- output escaping ----------------------------------------------------------------
+
+HOSTILE_LABELS = ['=HYPERLINK("http://x","y")', "+1+2", "-2+3", "@SUM(A1)", "\tTAB", "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "[x](javascript:alert(1))"]
+
+
+def _hostile_results(tmp_path) -> Path:
+    path = tmp_path / RESULTS_FILE
+    for i, label in enumerate(HOSTILE_LABELS):
+        append_record(path, _ok_record(f"k{i}", method=f"m{i}", label=label, epoch_time_s=1.0 + i))
+    return path
+
+
+def test_table_csv_cells_never_start_a_formula(tmp_path):
+    import csv
+
+    assert main(["report", str(_hostile_results(tmp_path)), "--out", str(tmp_path / "rep"), "--format", "csv"]) == 0
+    [csv_file] = list((tmp_path / "rep").glob("*.csv"))
+    rows = list(csv.reader(csv_file.open()))
+    labels = [r[0] for r in rows[1:]]
+    assert sorted(labels) == sorted("'" + label if label[0] in "=+-@\t" else label for label in HOSTILE_LABELS)
+    assert not any(cell[:1] in ("=", "+", "-", "@", "\t", "\r") for r in rows[1:] for cell in r if not cell.lstrip("-").replace(".", "", 1).replace("e", "", 1).replace("-", "").isdigit())
+
+
+def test_report_md_and_table_md_carry_no_live_html_or_links(tmp_path):
+    from tpme.metrics.tpme import Weights
+    from tpme.reports.table import render_markdown
+    from tpme.results.store import load_records
+
+    results = _hostile_results(tmp_path)
+    assert main(["report", str(results), "--out", str(tmp_path / "rep"), "--format", "md"]) == 0
+    for text in ((tmp_path / "rep" / "report.md").read_text(), render_markdown(load_records(results), Weights.parse("paper"))):
+        assert "<script" not in text and "<img" not in text and "[x](javascript:" not in text
+        assert "&lt;script&gt;" in text and "\\[x\\](javascript:" in text
+
+
+def test_spec_name_cannot_move_the_sweep_folder_out_of_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: ../../../escaped\npreset: ci\nsettings:\n  device: cpu\n  steps: 1\n  warmup_steps: 0\n  memory_steps: 0\naxes:\n  method: [frozen]\n")
+    assert main(["sweep", str(spec), "--executor", "inprocess", "--quiet"]) == 0
+    [folder] = list((tmp_path / "runs").iterdir())
+    assert folder.resolve().parent == (tmp_path / "runs").resolve() and (folder / RESULTS_FILE).is_file()
+    assert not (tmp_path.parent / "escaped").exists()
