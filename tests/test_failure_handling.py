@@ -516,3 +516,16 @@ def test_spec_name_cannot_move_the_sweep_folder_out_of_runs(tmp_path, monkeypatc
     [folder] = list((tmp_path / "runs").iterdir())
     assert folder.resolve().parent == (tmp_path / "runs").resolve() and (folder / RESULTS_FILE).is_file()
     assert not (tmp_path.parent / "escaped").exists()
+
+
+def test_score_refuses_a_median_across_configurations(tmp_path, capsys):
+    path = tmp_path / RESULTS_FILE
+    for key, batch, seed in (("a", 32, 0), ("b", 32, 1), ("c", 64, 0)):
+        append_record(path, _ok_record(key, config={"preset": "ci", "train": {"batch_size": batch, "seed": seed}}))
+    assert main(["score", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "different configurations" in err and "train.batch_size" in err
+    (tmp_path / "same").mkdir()
+    for line in path.read_text().splitlines()[:2]:  # two seeds of one configuration: repeats, combined
+        append_record(tmp_path / "same" / RESULTS_FILE, json.loads(line))
+    assert main(["score", str(tmp_path / "same")]) == 0

@@ -57,6 +57,7 @@ def list_weights(as_json: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tpme.results.aggregate import check_one_configuration
     from tpme.results.store import load_records
     from tpme.metrics.aggregate import entries_from_records
     from tpme.metrics.tpme import Weights, score
@@ -70,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if not path.exists():
         raise TpmeError(f"{path} does not exist", "give a results.jsonl, a run directory or a CSV")
-    entries = read_csv(path) if path.suffix.lower() == ".csv" else entries_from_records(load_records(path))
+    if path.suffix.lower() == ".csv":
+        entries = read_csv(path)
+    else:
+        records = load_records(path)
+        check_one_configuration(records)  # repeats are combined by median, configurations never
+        entries = entries_from_records(records)
     if not entries:
         raise TpmeError(f"{path}: no completed (status ok) results to score")
     scores = sorted(score(entries, weights), key=lambda s: (s.rank, s.method))
