@@ -2,6 +2,11 @@
 (the test puts this directory on sys.path / PYTHONPATH)."""
 from __future__ import annotations
 
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 from tpme.methods.frozen import Frozen
 from tpme.methods.registry import register_method
 
@@ -12,3 +17,18 @@ class NanTower(Frozen):
         tower = super().build_tower(backbones, embed_dim)
         tower.register_forward_hook(lambda module, args, out: out * float("nan"))
         return tower
+
+
+@dataclass
+class HangOptions:
+    marker: str = ""
+
+
+@register_method("test-hang", "frozen, but building the tower writes the process id to `marker` and then sleeps (a cell that never ends)")
+class Hang(Frozen):
+    Options = HangOptions
+
+    def build_tower(self, backbones, embed_dim):
+        Path(self.options.marker).write_text(str(os.getpid()))
+        time.sleep(600)
+        return super().build_tower(backbones, embed_dim)

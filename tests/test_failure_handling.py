@@ -529,3 +529,48 @@ def test_score_refuses_a_median_across_configurations(tmp_path, capsys):
     for line in path.read_text().splitlines()[:2]:  # two seeds of one configuration: repeats, combined
         append_record(tmp_path / "same" / RESULTS_FILE, json.loads(line))
     assert main(["score", str(tmp_path / "same")]) == 0
+
+
+# --- executors ----------------------------------------------------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")  # a zombie has ended
+
+
+@pytest.mark.ray
+def test_ray_executor_stop_cancels_the_task_and_kills_its_cell_process(tmp_path, hostile_plugin, ci_bundle_path):
+    import time
+
+    pytest.importorskip("ray")
+    from tpme.bench.cell import CellSpec
+    from tpme.scenarios import get_scenario
+    from tpme.sweep.executors.base import Job
+    from tpme.sweep.executors.ray import RayExecutor
+    from tpme.sweep.grid import run_cells
+
+    scenario = get_scenario("recommendation")
+    cfg = scenario.preset("ci")
+    marker = tmp_path / "cell.pid"
+    [cell] = run_cells(scenario, cfg, [("test-hang", {"marker": str(marker)})], 1)
+    spec = CellSpec(cell.method, cfg.to_dict(), str(ci_bundle_path), options=cell.options, plugins=["hostile_plugin"])
+    executor = RayExecutor(None, 1, None, cpu_only=True)
+    try:
+        executor.submit(Job(cell, spec, 1))
+        deadline = time.monotonic() + 240
+        while not (marker.is_file() and marker.read_text()) and time.monotonic() < deadline:
+            assert not executor.wait(0.5), "the hanging cell finished"
+        pid = int(marker.read_text())
+        assert _alive(pid) and executor.running() == 1
+        executor.stop()
+        assert executor.running() == 0 and executor.has_room()
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(pid), "the cell process outlived the stopped Ray task"
+    finally:
+        executor.close()
