@@ -211,7 +211,7 @@ def test_lock_is_released_when_the_run_ends_and_rerun_needs_resume(tmp_path, cap
     assert (out / RESULTS_FILE).read_bytes() == before  # the finished cell is not run again
 
 
-@pytest.mark.parametrize("argv", [["--timeout", "0"], ["--timeout", "-1"], ["--retries", "0"], ["--max-parallel", "0"]])
+@pytest.mark.parametrize("argv", [["--timeout", "0"], ["--timeout", "-1"], ["--timeout", "nan"], ["--timeout", "inf"], ["--retries", "0"], ["--max-parallel", "0"]])
 @pytest.mark.parametrize("command", ["run", "sweep"])
 def test_numeric_options_are_refused_before_any_work(tmp_path, capsys, argv, command):
     out = tmp_path / "out"

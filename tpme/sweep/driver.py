@@ -7,6 +7,7 @@ Progress and failure lines go to stderr only, so a command's `--json` stays pure
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import sys
@@ -77,8 +78,8 @@ def validate(opts: DriverOptions) -> None:
     """Every numeric option checked before any work starts."""
     if opts.retries < 1:
         raise TpmeError("--retries must be at least 1 (attempts per cell in total)")
-    if opts.timeout_s is not None and not opts.timeout_s > 0:
-        raise TpmeError("--timeout must be a positive number of seconds")
+    if opts.timeout_s is not None and not (opts.timeout_s > 0 and math.isfinite(opts.timeout_s)):
+        raise TpmeError(f"--timeout must be a positive number of seconds, got {opts.timeout_s:g}", "give seconds, e.g. --timeout 3600, or leave it out for no limit")
     if opts.max_parallel is not None and opts.max_parallel < 1:
         raise TpmeError("--max-parallel must be at least 1")
     if opts.executor not in EXECUTORS:
