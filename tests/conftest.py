@@ -50,12 +50,19 @@ def quiet_ray(request, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def restore_method_registry():
-    """A test that loads a plugin in this process (through the CLI) leaves the registry as it found it."""
+    """A test that loads a plugin in this process (through the CLI) leaves the registry as it found it,
+    and forgets the plugin module too, so that a later test importing it registers its methods again."""
+    import sys
+
     from tpme.methods import registry
 
     registry.available_methods()
     methods, families = dict(registry._METHODS), dict(registry._FAMILIES)
     yield
+    for name, cls in registry._METHODS.items():
+        module = getattr(cls, "__module__", "")
+        if name not in methods and not module.startswith("tpme."):
+            sys.modules.pop(module, None)
     registry._METHODS.clear()
     registry._METHODS.update(methods)
     registry._FAMILIES.clear()
