@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,12 @@ def ci_bundle_path(tmp_path_factory, ci_config) -> Path:
     return path
 
 
+def _is_plugin(module) -> bool:
+    """A module the tests load as a plugin: one of the tests' own files or the shipped examples."""
+    path = getattr(module, "__file__", None) or ""
+    return path.startswith((str(Path(__file__).parent), str(Path(__file__).parents[1] / "examples")))
+
+
 @pytest.fixture(autouse=True)
 def quiet_ray(request, monkeypatch):
     """A local Ray runtime on a busy machine: its memory monitor, which kills workers when the
@@ -51,18 +58,16 @@ def quiet_ray(request, monkeypatch):
 @pytest.fixture(autouse=True)
 def restore_method_registry():
     """A test that loads a plugin in this process (through the CLI) leaves the registry as it found it,
-    and forgets the plugin module too, so that a later test importing it registers its methods again."""
-    import sys
-
+    and forgets the plugin module too, so the next test that loads it registers it again."""
     from tpme.methods import registry
 
     registry.available_methods()
     methods, families = dict(registry._METHODS), dict(registry._FAMILIES)
+    modules = set(sys.modules)
     yield
-    for name, cls in registry._METHODS.items():
-        module = getattr(cls, "__module__", "")
-        if name not in methods and not module.startswith("tpme."):
-            sys.modules.pop(module, None)
+    for name in set(sys.modules) - modules:
+        if _is_plugin(sys.modules[name]):
+            del sys.modules[name]
     registry._METHODS.clear()
     registry._METHODS.update(methods)
     registry._FAMILIES.clear()

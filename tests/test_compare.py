@@ -56,11 +56,14 @@ def test_improvement_and_noise(base: Path, tmp_path: Path, capsys) -> None:
 
 
 def test_spread_of_repeats_widens_the_band(tmp_path: Path, capsys) -> None:
-    b = write_jsonl(tmp_path / "b" / "results.jsonl", [record("fft", 10.0, 1, 1), record("fft", 14.0, 1, 1, repeat=1), record("frozen", 1.0, 1, 1)])
-    c = write_jsonl(tmp_path / "c" / "results.jsonl", [record("fft", 13.0, 1, 1), record("frozen", 1.0, 1, 1)])
+    """Time: the spread of repeats widens the bootstrap interval of the ratio; quality (exact rule): it widens the band."""
+    b = write_jsonl(tmp_path / "b" / "results.jsonl", [record("fft", 10.0, 1, 1, hr=0.10), record("fft", 14.0, 1, 1, repeat=1, hr=0.14), record("frozen", 1.0, 1, 1, hr=0.1)])
+    c = write_jsonl(tmp_path / "c" / "results.jsonl", [record("fft", 13.0, 1, 1, hr=0.13), record("frozen", 1.0, 1, 1, hr=0.1)])
     code, data = run_json(capsys, str(b), str(c), "--fail-on-regression")
     row = next(r for r in data["rows"] if r["label"] == "fft" and r["metric"] == "epoch_time_s")
-    assert row["noise"] == pytest.approx(4 / 12) and row["verdict"] == "within noise" and code == 0
+    assert row["interval"][0] < 1.0 < 13 / 12 < row["interval"][1] and row["verdict"] == "within noise" and code == 0
+    hr = next(r for r in data["rows"] if r["label"] == "fft" and r["metric"] == "hr@10")
+    assert hr["noise"] == pytest.approx(0.04 / 0.12) and hr["verdict"] == "within noise"
 
 
 def test_cross_device_is_refused_unless_forced(base: Path, tmp_path: Path, capsys) -> None:

@@ -47,7 +47,9 @@ def test_every_format_is_written(full_report: Path) -> None:
         assert (full_report / name).is_file(), name
     figures = {p.stem for p in full_report.glob("*.png")}
     assert figures == {"efficiency", "time_memory", "effectiveness", "step_times", "step_breakdown", "memory_breakdown", "sensitivity"}
-    assert figures == {p.stem for p in full_report.glob("*.svg")}
+    assert figures == {p.stem for p in full_report.glob("*.svg")} == {p.stem for p in full_report.glob("*.pdf")}
+    for pdf in full_report.glob("*.pdf"):
+        assert pdf.read_bytes()[:5] == b"%PDF-", pdf
 
 
 def test_csv_loads_with_raw_numbers_and_weights(full_report: Path) -> None:
@@ -210,8 +212,9 @@ def test_inputs_merge_dedupe_and_sweep_directories(tmp_path: Path) -> None:
 
 def test_formats_are_validated() -> None:
     assert parse_formats("HTML,markdown,tex") == ["html", "md", "latex"]
-    with pytest.raises(TpmeError, match="pdf"):
-        parse_formats("html,pdf")
+    assert parse_formats("pdf,svg,png,html,md,latex,csv") == ["pdf", "svg", "png", "html", "md", "latex", "csv"]
+    with pytest.raises(TpmeError, match="docx"):
+        parse_formats("html,docx")
 
 
 def test_pareto_front() -> None:
@@ -266,6 +269,7 @@ def test_html_renders_in_headless_chromium(full_report: Path, tmp_path: Path) ->
     state, text = js_state(dump.stdout)
     assert state == "ok", text
     assert "7 figure(s) decoded" in text
+    assert "page script" not in dump.stdout
     console = [l for l in dump.stderr.splitlines() if "CONSOLE" in l]
     assert console == [], console
     shot = tmp_path / "shot.png"
@@ -293,3 +297,60 @@ def test_results_from_several_devices_carry_a_caution(tmp_path: Path) -> None:
     write_report(recs, tmp_path, PAPER, ("html", "md"))
     for name in ("report.html", "report.md"):
         assert "come from 2 devices" in (tmp_path / name).read_text()
+
+
+def shares_of_mixed_width() -> list:
+    """Shares of 58.9, 33.8, 7.4 and 0.0 %: sorted as text, 7.4 would come after 58.9."""
+    mib = 2**20
+    spec = [("fft", 72.5, 428_416, 12.46), ("adapter", 20.0, 183_360, 9.43), ("lora", 13.7, 124_992, 9.23), ("bitfit", 10.7, 119_296, 8.22),
+            ("iisan", 15.7, 187_462, 4.77), ("frozen", 17.6, 116_800, 3.99), ("iisan-cached", 2.87, 187_462, 3.31)]
+    return [record(m, t, p, mem * mib) for m, t, p, mem in spec]
+
+
+def test_secondary_tables_sort_by_number_and_show_the_direction(tmp_path: Path) -> None:
+    write_report(shares_of_mixed_width(), tmp_path, PAPER, ("html",))
+    page = (tmp_path / "report.html").read_text()
+    share_table = page[page.index("share of simplex where lowest (%)"):]
+    share_table = share_table[:share_table.index("</table>")]
+    cells = re.findall(r'<td class="num" data-v="([^"]*)">([^<]*)</td>', share_table)
+    assert len(cells) == 7 and all(float(v) == pytest.approx(float(text), abs=0.05) for v, text in cells)
+    assert 'aria-sort="descending">share of simplex' in page and 'aria-sort="ascending">rank' in page
+    assert "page script" not in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_sort_in_headless_chromium_is_numeric(tmp_path: Path) -> None:
+    """Click the share header in the browser: rows come back in numeric order, the header says ascending."""
+    write_report(shares_of_mixed_width(), tmp_path, PAPER, ("html",))
+    probe = """<script>window.addEventListener('load',function(){
+      var th=Array.prototype.filter.call(document.querySelectorAll('th'),function(h){return h.textContent.indexOf('share of simplex')===0;})[0];
+      th.click();var t=th.closest('table');
+      var v=Array.prototype.map.call(t.tBodies[0].rows,function(r){return r.cells[1].textContent;});
+      var p=document.createElement('p');p.id='probe';p.textContent=th.getAttribute('aria-sort')+'|'+v.join(',');document.body.appendChild(p);});</script>"""
+    page = tmp_path / "probe.html"
+    page.write_text((tmp_path / "report.html").read_text().replace("</body>", probe + "</body>"))
+    dump = chromium(["--dump-dom", page.as_uri()], tmp_path / "profile")
+    m = re.search(r'<p id="probe">([^<]*)</p>', dump.stdout)
+    assert m, dump.stderr[-2000:]
+    direction, values = m.group(1).split("|")
+    numbers = [float(v) for v in values.split(",")]
+    assert direction == "ascending" and numbers == sorted(numbers) and numbers[-1] > 50 > numbers[-2] > 10 > numbers[1]
+
+
+def test_energy_per_epoch_and_adapter_size_reach_the_tables(tmp_path: Path) -> None:
+    from tpme.results.record import Memory
+
+    recs = [record("fft", 2.0, 1000, 5e8), record("lora", 1.0, 10, 1e8)]
+    for r, joules, size in zip(recs, (300.0, 100.0), (4_096, 128)):
+        r.memory = Memory(energy_j=joules)  # over the 4 timed steps of an 8-step epoch
+        r.adapter_bytes = size
+    assert recs[0].energy_per_epoch_j == 600.0
+    term = render_terminal(recs, PAPER)
+    assert "energy per epoch (J)" in term and "600.0" in term and "adapter size (KiB)" in term and "4.00" in term
+    write_report(recs, tmp_path, Weights.parse("0.4,0.1,0.4,0.1"), ("csv", "md", "html"))
+    rows = {r["label"]: r for r in csv.DictReader(io.StringIO((tmp_path / "table.csv").read_text()))}
+    assert float(rows["fft"]["energy_per_epoch_j"]) == 600.0 and float(rows["lora"]["adapter_bytes"]) == 128
+    assert float(rows["fft"]["e_norm"]) == 1.0 and float(rows["fft"]["weight_energy"]) == 0.1
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / name).read_text()
+        assert "energy per epoch (J)" in text and "a4 (energy per epoch) = 0.1" in text, name

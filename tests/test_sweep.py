@@ -199,3 +199,20 @@ def test_ray_local_runtime_yields_the_local_executors_cell_keys(tmp_path):
 @pytest.mark.parametrize("example", sorted((REPO / "examples" / "sweeps").glob("*.*")), ids=lambda p: p.name)
 def test_shipped_example_specs_are_valid(example):
     assert expand(load_spec(example))
+
+
+def test_run_and_sweep_of_one_configuration_write_the_same_fields(tmp_path):
+    """`tpme run` is a sweep of one configuration: its records and a sweep's carry the same fields."""
+    spec_path = write(tmp_path / "one.yaml", "preset: ci\nsettings:\n  device: cpu\n  steps: 1\n  warmup_steps: 0\naxes:\n  method: [frozen]\n")
+    assert main(["sweep", str(spec_path), "--out", str(tmp_path / "s"), "--executor", "inprocess", "--quiet"]) == 0
+    assert main(["run", "--preset", "ci", "--methods", "frozen", "--device", "cpu", "--steps", "1", "--warmup-steps", "0",
+                 "--out", str(tmp_path / "r"), "--executor", "inprocess", "--quiet", "--no-report"]) == 0
+    (swept,), (ran,) = lines_of(tmp_path / "s" / RESULTS_FILE), lines_of(tmp_path / "r" / RESULTS_FILE)
+
+    def shape(d: dict) -> dict:
+        return {k: shape(v) if isinstance(v, dict) and k not in ("axes", "extra", "details") else type(v).__name__ for k, v in d.items()}
+
+    assert set(swept) == set(ran)
+    for key in ("timing", "memory", "quality", "provenance", "execution", "config"):
+        assert set(shape(swept[key])) == set(shape(ran[key])), key
+    assert swept["baselines"].keys() == ran["baselines"].keys() == {"popularity"}

@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
+from tpme.bench.adapter_size import adapter_bytes
 from tpme.bench.convergence import evaluate_after_steps, run_epochs
+from tpme.bench.host import HostMonitor, available_cores, cuda_uuid, iso_now
 from tpme.bench.probes import TensorMemoryTracker, memory_probes
 from tpme.bench.provenance import provenance
 from tpme.bench.train import StepTimes, timed_steps
@@ -23,8 +25,9 @@ from tpme.datasets.prefetch import Prefetcher
 from tpme.device import device_name, resolve_device, synchronize
 from tpme.errors import NonFiniteError
 from tpme.methods.registry import get_method, load_plugins
+from tpme.metrics.stats import LEVEL, median_interval, outlier_steps
 from tpme.results.finite import NON_FINITE_FIX, describe, non_finite_fields
-from tpme.results.record import Memory, Quality, QualityValue, Record, Timing, cell_key
+from tpme.results.record import Memory, Provenance, Quality, QualityValue, Record, Timing, cell_key
 from tpme.scenarios import get_scenario
 from tpme.scenarios.base import Evaluator, TrainingSetup, count_params
 from tpme.training.batches import tensors
@@ -66,6 +69,7 @@ def empty_record(spec: CellSpec) -> Record:
     return Record(
         method=spec.method, scenario=spec.scenario, cell_key=spec.key, method_options=dict(spec.options), repeat=spec.repeat,
         seed=spec.seed, preset=spec.config.get("preset"), precision=train.get("precision"), config=spec.config,
+        provenance=Provenance(timestamp=iso_now(), seed=spec.seed),
     )
 
 
@@ -95,13 +99,17 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
     device = resolve_device(cfg.train.device)
     record.device = str(device)
     record.method_options = method.options_dict()
-    record.provenance = provenance(device, spec.command)
+    record.provenance = Provenance(**provenance(device, spec.command), timestamp=record.provenance.timestamp, seed=spec.seed)
+    cell_cores = 1 if device.type == "cuda" else min(torch.get_num_threads(), available_cores())
+    uuid = cuda_uuid(device.index or 0) if device.type == "cuda" else None
+    host = HostMonitor(cell_cores, gpu=device.type == "cuda", gpu_uuids=[uuid] if uuid else None)
 
     setup: TrainingSetup = scenario.build_training(cfg, method, spec.data_path, device, spec.cache_dir, spec.seed)
     model, trainer, loader = setup.model, setup.trainer, setup.loader
     record.data = setup.data_info
     record.prepare_time_s, record.prepare, record.steps_per_epoch, record.execution = setup.prepare_time_s, setup.prepare_info, len(loader), setup.execution
     record.trainable_params, record.total_params = count_params(model)
+    record.adapter_bytes = adapter_bytes(model)
 
     def prefetched(it):
         return Prefetcher(it, depth=cfg.train.prefetch, pin_memory=device.type == "cuda")
@@ -115,14 +123,17 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
     evaluator = setup.evaluator
     times = StepTimes()
     memory: dict[str, Any] = {}
+    host.start_window()
     if cfg.train.epochs is not None:
         outcome = run_epochs(trainer, loader, cfg.train.epochs, times, probes, evaluator, cfg.train.early_stop, on_step, prefetched)
+        host.stop_window()
         epoch_time, source = sum(outcome.epoch_walls) / len(outcome.epoch_walls), "measured"
         memory, evaluation = outcome.memory, outcome.evaluation
     else:
         for p in probes:
             p.start()
         timed_steps(trainer, batches, cfg.train.steps, times, on_step)
+        host.stop_window()
         for p in probes:
             memory.update(p.stop())
         epoch_time, source = None, "extrapolated"
@@ -134,7 +145,7 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
     if epoch_time is None:
         epoch_time = timing["step_time_s"]["median"] * len(loader)
     record.epoch_time_s, record.epoch_time_source, record.step_time_s = epoch_time, source, timing["step_time_s"]["median"]
-    record.timing = Timing(timing["steps"], cfg.train.warmup_steps, timing["step_time_s"], timing["step_times_s"], timing["breakdown_median_s"])
+    record.timing = _timing(spec, timing, cfg.train.warmup_steps, epoch_time)
     record.losses = {"first": times.losses[0], "last": times.losses[-1]}
 
     if device.type == "cuda":
@@ -154,11 +165,22 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
     record.memory = Memory(**{k: v for k, v in memory.items() if k in Memory.__dataclass_fields__})
     if spec.estimate:  # after every measurement: tracking never overlaps timing
         record.estimate = _estimate(spec, scenario, cfg, setup, batch, device)
+    record.provenance.host_state = host.finish().to_dict()
     bad = non_finite_fields(record.to_dict()) + [f"losses of step {i + 1}" for i, x in enumerate(times.losses) if not math.isfinite(x)][:3]
     if bad:
         raise NonFiniteError(describe(bad), NON_FINITE_FIX)
     record.status = "ok"
     return record
+
+
+def _timing(spec: CellSpec, timing: dict[str, Any], warmup_steps: int, epoch_time: float) -> Timing:
+    """The step-time summary with the seeded bootstrap interval of the median (and of the epoch
+    time, scaled from it) and the outlier steps flagged."""
+    steps, median = timing["step_times_s"], timing["step_time_s"]["median"]
+    ci = median_interval(steps, key=spec.key)
+    epoch_ci = ci.scaled(epoch_time / median) if median > 0 else ci
+    return Timing(timing["steps"], warmup_steps, timing["step_time_s"], steps, timing["breakdown_median_s"],
+                  median_ci_s=ci.as_list(), epoch_time_ci_s=epoch_ci.as_list(), ci_level=LEVEL, outlier_steps=outlier_steps(steps))
 
 
 def _estimate(spec: CellSpec, scenario: Any, cfg: Any, setup: TrainingSetup, batch: Any, device: torch.device):

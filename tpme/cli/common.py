@@ -15,7 +15,27 @@ __all__ = ["parse_method_opts", "print_json"]
 def add_weights_arg(p: argparse.ArgumentParser) -> None:
     from tpme.metrics.tpme import WEIGHT_PRESETS
 
-    p.add_argument("--weights", default="paper", metavar="A1,A2,A3|PRESET", help=f"TPME weights for time, parameters, memory (non-negative, sum 1) or a preset: {', '.join(WEIGHT_PRESETS)} (default: paper = 0.45,0.1,0.45)")
+    p.add_argument("--weights", default="paper", metavar="A1,A2,A3[,A4]|PRESET", help=f"TPME weights for time, parameters, memory and optionally energy per epoch "
+                   f"(non-negative, sum 1; a4 needs energy, measured on NVIDIA GPUs) or a preset: {', '.join(WEIGHT_PRESETS)} (default: paper = 0.45,0.1,0.45)")
+
+
+def add_require_idle_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--require-idle", action="store_true", help="refuse to start (exit 2, nothing written) when the host is busy: other processes "
+                   "using the CPU cores a cell needs, or another process on a GPU; without it such cells are measured, warned about and marked in their records")
+
+
+def require_idle(device_types: set[str]) -> None:
+    """Raise when the host is busy for cells on these device types (cpu, cuda), naming what is busy:
+    CPU cells need their threads' cores free, GPU cells one core and no other process on a GPU."""
+    import torch
+
+    from tpme.bench.host import available_cores, idle_check
+
+    cores = min(torch.get_num_threads(), available_cores()) if "cpu" in device_types else 1
+    reasons = idle_check(cores, gpu="cuda" in device_types)
+    if reasons:
+        raise TpmeError("--require-idle: the host is busy: " + "; ".join(reasons),
+                        "wait until those processes finish or stop them, or drop --require-idle to measure anyway (each record then says the host was busy)")
 
 
 def print_json(obj: Any) -> None:

@@ -9,7 +9,7 @@ from tpme.results.record import Record
 
 
 def entries_from_records(records: list[Record]) -> list[Entry]:
-    return [Entry(f.label, f.epoch_time_s, f.trainable_params, f.peak_memory_bytes) for f in label_figures(records)]
+    return [Entry(f.label, f.epoch_time_s, f.trainable_params, f.peak_memory_bytes, f.energy_j) for f in label_figures(records)]
 
 
 def score_records(records: list[Record], weights: Weights) -> dict[str, Score]:
@@ -23,5 +23,5 @@ def scored_dicts(records: list[Record], weights: Weights) -> list[dict[str, Any]
     out = []
     for r in records:
         s = scores.get(r.label)
-        out.append({**r.to_dict(), "tpme": s.tpme if s else None, "tpme_rank": s.rank if s else None, "tpme_weights": list(weights.as_tuple())})
+        out.append({**r.to_dict(), "tpme": s.tpme if s else None, "tpme_rank": s.rank if s else None, "tpme_weights": list(weights.given())})
     return out

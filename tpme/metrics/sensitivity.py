@@ -57,7 +57,7 @@ class Sensitivity:
             "step": self.step,
             "points": len(self.grid),
             "tie_rule": f"methods within {TIE_TOL:g} of the lowest TPME share a point; it counts 1/k to each of k tied methods",
-            "chosen_weights": list(self.chosen.as_tuple()),
+            "chosen_weights": list(self.chosen.given()),
             "chosen_winner": list(self.chosen_winners),
             "shares": self.shares,
             "kendall_tau": {"mean": self.tau_mean, "min": self.tau_min, "identical_ranking_share": self.identical_share},
@@ -69,7 +69,7 @@ class Sensitivity:
         """Boundaries grouped by the pair of winners they separate: how many grid edges cross
         it and its point nearest to the chosen weights (the smallest change that flips the winner
         that way), nearest first."""
-        chosen = np.array(self.chosen.as_tuple())
+        chosen = np.array(self.chosen.as_tuple()) / (1 - self.chosen.energy)  # on the map's simplex (a4 held fixed)
         pairs: dict[tuple, list[Boundary]] = {}
         for b in self.boundaries:
             pairs.setdefault(tuple(sorted([b.before, b.after])), []).append(b)
@@ -98,6 +98,62 @@ def normalised_terms(entries: list[Entry]) -> np.ndarray:
     """[K, 3] min-max normalised t, p, m, exactly as `score` computes them."""
     scores = score(entries, Weights(1.0, 0.0, 0.0))
     return np.array([[s.t_norm, s.p_norm, s.m_norm] for s in scores], dtype=float)
+
+
+def energy_offset(entries: list[Entry], chosen: Weights) -> np.ndarray:
+    """[K] the fixed energy part a4·e of each method's TPME (zeros with three weights); the map
+    then spreads the remaining 1 - a4 over time, parameters and memory."""
+    if not chosen.energy:
+        return np.zeros(len(entries))
+    scores = score(entries, chosen)
+    return chosen.energy * np.array([s.e_norm for s in scores], dtype=float)
+
+
+def tpme_on_simplex(w: np.ndarray, terms: np.ndarray, offset: np.ndarray, energy: float) -> np.ndarray:
+    """TPME [..., K] at simplex points w [..., 3] (a1 + a2 + a3 = 1), the energy weight held fixed."""
+    return (1 - energy) * (w @ terms.T) + offset
+
+
+def winner_regions(terms: np.ndarray, offset: np.ndarray, energy: float) -> list[tuple[list[int], np.ndarray]]:
+    """Exact regions of the simplex where each method has the lowest TPME: TPME is linear in
+    the weights, so each region is the triangle cut by the half-planes TPME_k <= TPME_j, a
+    convex polygon. Methods with identical TPME everywhere share one region (a tie). Returns
+    (method indices, polygon vertices [V, 3] as weights), regions of zero area left out."""
+    coef = (1 - energy) * terms + offset[:, None]  # TPME_k(w) = w · coef_k, since a1 + a2 + a3 = 1
+    groups: list[list[int]] = []
+    for k in range(len(coef)):
+        same = next((g for g in groups if np.allclose(coef[g[0]], coef[k], atol=TIE_TOL)), None)
+        if same is None:
+            groups.append([k])
+        else:
+            same.append(k)
+    out = []
+    for g in groups:
+        poly = np.eye(3)
+        for h in groups:
+            if h is not g:
+                poly = _clip(poly, coef[g[0]] - coef[h[0]])
+        if len(poly) >= 3 and _area(poly) > 1e-12:
+            out.append((g, poly))
+    return out
+
+
+def _clip(poly: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The part of a convex polygon (vertices as weights) where w · d <= 0 (Sutherland-Hodgman)."""
+    out = []
+    vals = poly @ d
+    for i in range(len(poly)):
+        a, b, va, vb = poly[i], poly[(i + 1) % len(poly)], vals[i], vals[(i + 1) % len(poly)]
+        if va <= 0:
+            out.append(a)
+        if (va < 0 < vb) or (vb < 0 < va):
+            out.append(a + (b - a) * (va / (va - vb)))
+    return np.array(out).reshape(-1, 3)
+
+
+def _area(poly: np.ndarray) -> float:
+    x, y = poly[:, 2] + 0.5 * poly[:, 1], poly[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
 def dense_ranks(values: np.ndarray) -> np.ndarray:
@@ -139,15 +195,16 @@ def sensitivity(entries: list[Entry], chosen: Weights, step: float = 0.05) -> Se
         raise TpmeError("no completed results to analyse", "sensitivity needs at least one method with status ok")
     methods = [e.method for e in entries]
     terms = normalised_terms(entries)
+    offset = energy_offset(entries, chosen)
     grid, idx = simplex_grid(step)
-    tpme = grid @ terms.T
+    tpme = tpme_on_simplex(grid, terms, offset, chosen.energy)
     winners = winners_at(tpme, methods)
     counts = dict.fromkeys(methods, 0.0)
     for w in winners:
         for m in w:
             counts[m] += 1 / len(w)
     shares = {m: c / len(winners) for m, c in counts.items()}
-    chosen_t = np.array(chosen.as_tuple()) @ terms.T
+    chosen_t = np.array([s.tpme for s in score(entries, chosen)])
     chosen_winners = winners_at(chosen_t[None, :], methods)[0]
     ranks = dense_ranks(tpme)
     chosen_rank = dense_ranks(chosen_t[None, :])[0]

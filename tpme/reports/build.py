@@ -15,13 +15,15 @@ from tpme.metrics.sensitivity import Sensitivity, sensitivity
 from tpme.metrics.tpme import Weights
 from tpme.reports.html import EmbeddedFigure, render_html
 from tpme.reports.provenance import Provenance, collect
+from tpme.reports.reference import baseline_sentences, weights_sentence
 from tpme.reports.summary import Summary, summarise
 from tpme.reports.escape import markdown_text
 from tpme.reports.table import build_table, render_csv, render_latex, render_markdown_table
 from tpme.results.load import apply_group_by
 from tpme.results.record import Record
 
-FORMATS = ("html", "md", "latex", "csv", "json", "png", "svg")
+FORMATS = ("html", "md", "latex", "csv", "json", "png", "svg", "pdf")
+VECTOR = ("svg", "pdf")  # figures written as vector files, one per format
 PNG_DPI = 200
 
 
@@ -58,14 +60,14 @@ def _sources_sentence(summary: Summary) -> str:
 
 
 CAPTIONS = {
-    "efficiency": "Methods in TPME rank order (best at the top). P on a log scale. Hatched bars: extrapolated (//) or estimated (..) figures.",
-    "time_memory": "Dashed line: the Pareto front (no other method has both a shorter epoch and a lower peak). Marker area proportional to trainable parameters.",
+    "efficiency": "Methods in TPME rank order (best at the top). Every axis linear from zero, each bar's value printed beside it. Extrapolated figures are hatched (//) and their value marked *, estimated ones .. and ~, as in the table. Error bars: 95 % seeded bootstrap intervals of epoch time and TPME (over steps and repeats).",
+    "time_memory": "Dashed line: the Pareto front (no other method has both a shorter epoch and a lower peak). Marker area proportional to trainable parameters. Error bars: 95 % bootstrap interval of the epoch time.",
     "effectiveness": "Quality against TPME under the report's weights: more efficient to the left; each axis says which way is better.",
     "step_times": "Boxes: quartiles and median of the timed steps (warm-up excluded) over all repeats; dots: single steps. Measured.",
     "step_breakdown": "Median time per step in data loading, forward, backward and optimizer step, measured with device synchronisation between phases.",
     "memory_breakdown": "Peak memory by category from the GPU-free estimate (not measured); buffers hold resident caches (iisan-cached's hidden states), batch the inputs.",
     "group_trend": "One line per method against the group-by field; dashed: methods without that field, for reference. TPME is normalised over every label in the report.",
-    "sensitivity": "Colour: the method with the lowest TPME at those weights (computed per pixel); grey: a tie. Star: the report's weights; dots: the named weight presets. Legend: share of the grid where each method wins.",
+    "sensitivity": "Colour: the method with the lowest TPME at those weights (exact regions: TPME is linear in the weights); hatched: methods tied everywhere. Star: the report's weights; dots: the named weight presets. Legend: share of the grid where each method wins.",
 }
 
 
@@ -86,9 +88,9 @@ def render_figures(summary: Summary, sens: Sensitivity | None, fig_dir: Path | N
                 width_in = float(fig.get_figwidth())
                 buf = io.BytesIO()
                 fig.savefig(buf, format="png", dpi=PNG_DPI)
-                if fig_dir is not None and "svg" in formats:
-                    path = fig_dir / f"{spec.name}.svg"
-                    fig.savefig(path, format="svg", metadata={"Date": None})
+                for ext in (f for f in VECTOR if f in formats and fig_dir is not None):
+                    path = fig_dir / f"{spec.name}.{ext}"
+                    fig.savefig(path, format=ext, metadata={"CreationDate": None} if ext == "pdf" else {"Date": None})
                     result.files.append(path)
         except Exception as e:  # a figure is never worth losing the report for
             result.warnings.append(f"figure {spec.name} not drawn: {type(e).__name__}: {e}")
@@ -106,11 +108,11 @@ def render_figures(summary: Summary, sens: Sensitivity | None, fig_dir: Path | N
 
 
 def render_report_markdown(summary: Summary, prov: Provenance, figures: list[EmbeddedFigure], sens: Sensitivity | None, fig_ext: str | None, title: str) -> str:
-    w = summary.weights.as_tuple()
     md = markdown_text
-    out = [f"# {md(title)}", "", f"TPME weights: a1 (time) = {w[0]:g}, a2 (parameters) = {w[1]:g}, a3 (memory) = {w[2]:g}." + (f" Grouped by `{summary.group_by}`." if summary.group_by else ""), ""]
+    out = [f"# {md(title)}", "", weights_sentence(summary) + (f" Grouped by `{summary.group_by}`." if summary.group_by else ""), ""]
     out += [f"> **Caution:** {md(c)}\n" for c in prov.cautions()]
     out += ["## Efficiency table", "", render_markdown_table(build_table(summary))]
+    out += [f"**Reference.** {line}\n" for line in baseline_sentences(summary)]
     if fig_ext:
         out += ["## Figures", ""]
         for f in figures:
@@ -170,8 +172,8 @@ def write_report(
     entries = entries_from_records(records)
     sens = sensitivity(entries, weights, step) if entries else None
     prov = collect(records, summary, [str(i) for i in (inputs or [])])
-    fig_dir = out if {"png", "svg"} & set(formats) else None  # beside the tables: one flat folder to attach
-    figures = render_figures(summary, sens, fig_dir, formats, result) if {"png", "svg", "html"} & set(formats) else []
+    fig_dir = out if {"png", *VECTOR} & set(formats) else None  # beside the tables: one flat folder to attach
+    figures = render_figures(summary, sens, fig_dir, formats, result) if {"png", "html", *VECTOR} & set(formats) else []
 
     def write(name: str, text: str) -> None:
         path = out / name
@@ -199,4 +201,4 @@ def report_json(summary: Summary, prov: Provenance, sens: Sensitivity | None) ->
         d.pop("step_times_s")
         d["status"] = r.status
         rows.append(d)
-    return {"weights": list(summary.weights.as_tuple()), "group_by": summary.group_by, "rows": rows, "sensitivity": sens.to_dict() if sens else None, "provenance": prov.to_dict()}
+    return {"weights": list(summary.weights.given()), "group_by": summary.group_by, "rows": rows, "sensitivity": sens.to_dict() if sens else None, "provenance": prov.to_dict()}

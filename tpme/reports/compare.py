@@ -1,12 +1,22 @@
 """Compare two result sets method by method: the ratio candidate / baseline of each metric
 and a verdict (better, worse, within noise).
 
-Noise: a change counts only beyond the threshold, widened to the relative spread
-(max - min) / median of either side's repeats where a side has several. TPME lies in
-[0, 1] and is 0 for the best method, so it is judged on its difference, with the threshold
-taken as an absolute TPME difference. Both sides are scored on one scale: each term is
-min-max normalised over the methods the two sets have in common, baseline and candidate
-values together, so a method's TPME moves only when its own figures move.
+Epoch time is judged on distributions, not on two numbers: each side's step times (every
+ok repeat's, resampled over repeats and steps, `tpme.metrics.stats`) give a seeded 95 %
+bootstrap interval of the ratio of the two medians. "worse" needs the whole interval above
+1 + threshold, "better" the whole interval below 1 - threshold; anything else is within
+noise. A side without step times (published figures) enters as its fixed value, so two such
+sides are compared exactly. TPME lies in [0, 1] and is 0 for the best method, so it is
+judged on its difference, the same way: the interval of candidate - baseline over the same
+draws must lie beyond the threshold, taken as an absolute TPME difference. Both sides are
+scored on one scale: each term is min-max normalised over the methods the two sets have in
+common, baseline and candidate values together, so a method's TPME moves only when its own
+figures move. A time or TPME change beyond the band where either side measured on a busy host
+(`provenance.host_state`) is "inconclusive: busy host", not a regression: the steps of one
+cell share the host's load, so their spread cannot show a load that changed between runs.
+Deterministic figures (trainable parameters, peak memory) and quality
+metrics keep the exact rule: the change must exceed the threshold, widened to the relative
+spread (max - min) / median of either side's repeats where a side has several.
 Sets measured on different devices or configurations are not comparable: `mismatches`
 names what differs and the caller refuses unless forced.
 """
@@ -15,15 +25,19 @@ from __future__ import annotations
 import copy
 import json
 import statistics
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import Any
 
 from tpme.errors import TpmeError
 from tpme.metrics.aggregate import entries_from_records
+from tpme.metrics.stats import N_BOOT, SEED, Interval, Repeat, epoch_time_draws, percentile_interval, ratio_interval, rng_for, tpme_draws
 from tpme.metrics.tpme import Entry, Weights, score
 from tpme.results.record import Record
 
 EFFICIENCY = (("epoch_time_s", True), ("trainable_params", True), ("peak_memory_bytes", True), ("tpme", True))  # name, lower is better
+INCONCLUSIVE = "inconclusive: busy host"  # a time change beyond the band, measured on a busy host on either side
 # Settings that change how long or how carefully a cell measures, not what it measures.
 IRRELEVANT_CONFIG = ("preset", "train.device", "train.steps", "train.warmup_steps", "train.memory_steps")
 
@@ -48,7 +62,9 @@ class Comparison:
     candidate: float | None
     ratio: float | None
     noise: float  # the band a change must exceed (relative; absolute for tpme)
-    verdict: str  # better | worse | within noise | n/a
+    verdict: str  # better | worse | within noise | inconclusive: busy host | n/a
+    interval: list[float] | None = None  # epoch time: bootstrap interval of the ratio; tpme: of the difference
+    level: float | None = None  # of that interval
 
 
 @dataclass
@@ -59,6 +75,7 @@ class CompareResult:
     only_candidate: list[str]
     mismatches: list[str] = field(default_factory=list)
     forced: bool = False
+    busy: dict[str, list[str]] = field(default_factory=dict)  # side -> labels with a cell measured on a busy host
 
     @property
     def regressions(self) -> list[Comparison]:
@@ -67,7 +84,7 @@ class CompareResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold, "comparable": not self.mismatches, "mismatches": self.mismatches, "forced": self.forced,
-            "only_baseline": self.only_baseline, "only_candidate": self.only_candidate, "regressions": len(self.regressions),
+            "only_baseline": self.only_baseline, "only_candidate": self.only_candidate, "regressions": len(self.regressions), "host_busy": self.busy,
             "rows": [c.__dict__ for c in self.rows],
         }
 
@@ -162,6 +179,25 @@ def common_scale_tpme(baseline: list[Record], candidate: list[Record], labels: s
     return bt, ct
 
 
+def _repeats(records: list[Record], label: str) -> list[Repeat]:
+    return [Repeat(r.epoch_time_s, r.timing.step_times_s) for r in records if r.label == label and r.ok and r.epoch_time_s is not None]
+
+
+def tpme_difference_intervals(baseline: list[Record], candidate: list[Record], labels: list[str], weights: Weights) -> dict[str, Interval]:
+    """Per label, the bootstrap interval of candidate - baseline TPME on the common scale: every
+    draw resamples both sides' epoch times and scores all of them together."""
+    b_fig = {e.method: e for e in entries_from_records(baseline)}
+    c_fig = {e.method: e for e in entries_from_records(candidate)}
+    labels = [x for x in labels if x in b_fig and x in c_fig]
+    if not labels:
+        return {}
+    times = [epoch_time_draws(_repeats(rs, x), N_BOOT, rng_for(SEED, side, x)) for side, rs in (("baseline", baseline), ("candidate", candidate)) for x in labels]
+    figs = [b_fig[x] for x in labels] + [c_fig[x] for x in labels]
+    tp = tpme_draws(np.stack(times, axis=1), [f.trainable_params for f in figs], [f.peak_memory for f in figs], weights)
+    n = len(labels)
+    return {x: percentile_interval(tp[:, n + i] - tp[:, i]) for i, x in enumerate(labels)}
+
+
 def compare(baseline: list[Record], candidate: list[Record], threshold: float, weights: Weights) -> CompareResult:
     def labels(rs: list[Record]) -> list[str]:
         return list(dict.fromkeys(r.label for r in rs))
@@ -172,6 +208,9 @@ def compare(baseline: list[Record], candidate: list[Record], threshold: float, w
         raise TpmeError("the two result sets have no method label in common", "compare runs of the same methods")
     ok_common = {x for x in common if _values(baseline, x, "epoch_time_s") and _values(candidate, x, "epoch_time_s")}
     bt, ct = common_scale_tpme(baseline, candidate, ok_common, weights)
+    tpme_iv = tpme_difference_intervals(baseline, candidate, [x for x in common if x in ok_common], weights)
+    busy = {side: list(dict.fromkeys(r.label for r in rs if r.label in common and r.provenance.host_busy)) for side, rs in (("baseline", baseline), ("candidate", candidate))}
+    busy_labels = {x for labels_ in busy.values() for x in labels_}
     rows = []
     for lab in common:
         for metric, lower_better in _metrics(baseline, candidate):
@@ -182,8 +221,32 @@ def compare(baseline: list[Record], candidate: list[Record], threshold: float, w
                 b_vals, c_vals = _values(baseline, lab, metric), _values(candidate, lab, metric)
             if not b_vals and not c_vals:
                 continue
-            rows.append(_judge(lab, metric, lower_better, b_vals, c_vals, threshold))
-    return CompareResult(threshold, rows, [x for x in bl if x not in cl], [x for x in cl if x not in bl])
+            if b_vals and c_vals and metric == "tpme" and lab in tpme_iv:
+                rows.append(_judge_interval(lab, metric, b_vals, c_vals, tpme_iv[lab], threshold, ratio_scale=False, busy=bool(busy_labels)))
+            elif b_vals and c_vals and metric == "epoch_time_s" and statistics.median(b_vals) > 0:
+                iv = ratio_interval(_repeats(baseline, lab), _repeats(candidate, lab), key=lab)
+                rows.append(_judge_interval(lab, metric, b_vals, c_vals, iv, threshold, ratio_scale=True, busy=lab in busy_labels))
+            else:
+                rows.append(_judge(lab, metric, lower_better, b_vals, c_vals, threshold))
+    return CompareResult(threshold, rows, [x for x in bl if x not in cl], [x for x in cl if x not in bl], busy={k: v for k, v in busy.items() if v})
+
+
+def _judge_interval(lab: str, metric: str, b_vals: list[float], c_vals: list[float], iv: Interval, threshold: float, ratio_scale: bool, busy: bool) -> Comparison:
+    """Lower is better. `iv` is an interval of candidate / baseline (ratio_scale) or of candidate - baseline;
+    a verdict needs all of it beyond the threshold, and a host that was idle on both sides (`busy`:
+    it was not): steps of one cell share the host's load, so their spread cannot show a load that
+    changed between the runs, and the change is reported as inconclusive instead."""
+    b, c = statistics.median(b_vals), statistics.median(c_vals)
+    centre = 1.0 if ratio_scale else 0.0
+    if iv.low > centre + threshold:
+        verdict = "worse"
+    elif iv.high < centre - threshold:
+        verdict = "better"
+    else:
+        verdict = "within noise"
+    if busy and verdict != "within noise":
+        verdict = INCONCLUSIVE
+    return Comparison(lab, metric, b, c, c / b if b else None, threshold, verdict, iv.as_list(), iv.level)
 
 
 def _judge(lab: str, metric: str, lower_better: bool, b_vals: list[float], c_vals: list[float], threshold: float) -> Comparison:

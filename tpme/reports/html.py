@@ -1,9 +1,11 @@
 """The self-contained HTML report: inline CSS and JS, figures as base64 PNG data URIs, and a
 Content-Security-Policy that forbids any network request, so the file opens anywhere offline.
 
-The page's script sorts tables on a header click and, once loaded, writes its state into
-#js-status (`data-state="ok"` when it ran without errors and every figure decoded); a test
-in a headless browser reads that back from the DOM.
+The page's script sorts tables on a header click (numbers by the raw value in each cell's
+data-v, the direction shown on the header as aria-sort and an arrow) and, once loaded, writes
+its state into #js-status (`data-state="ok"`, hidden, when it ran without errors and every
+figure decoded; shown only when something failed); a test in a headless browser reads that
+back from the DOM.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import json
 from dataclasses import dataclass
 
 from tpme.metrics.sensitivity import Sensitivity
+from tpme import __version__
 from tpme.reports.provenance import Provenance
+from tpme.reports.reference import baseline_sentences, weights_sentence
 from tpme.reports.summary import Summary
 from tpme.reports.table import render_html_table
 
@@ -27,7 +31,9 @@ figure{margin:1.2rem 0}figure img{max-width:100%;height:auto;border:1px solid #e
 pre{background:#f7f7f7;padding:.6rem;overflow:auto;font-size:.8rem;max-height:20rem}
 dl.prov{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;font-size:.9rem}dl.prov dt{font-weight:600}dl.prov dd{margin:0;word-break:break-word}
 .caution{background:#fff4e5;border-left:4px solid #f0a030;padding:.4rem .7rem}
-#js-status{font-size:.75rem;color:#888}#js-status[data-state=error]{color:#a00}
+th[aria-sort=ascending]::after{content:" \\25B2";font-size:.7em}th[aria-sort=descending]::after{content:" \\25BC";font-size:.7em}
+.reference{background:#eef5ff;border-left:4px solid #4e79a7;padding:.4rem .7rem}
+#js-status{font-size:.85rem;color:#a00}#js-status[data-state=ok]{display:none}footer{font-size:.8rem;color:#777;margin-top:2rem}
 """
 
 HEAD_SCRIPT = """
@@ -41,11 +47,13 @@ BODY_SCRIPT = """
   document.querySelectorAll('table.sortable').forEach(function(t){
     t.querySelectorAll('th').forEach(function(th,i){
       th.addEventListener('click',function(){
-        var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows),asc=th.getAttribute('data-asc')!=='1';
+        var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows),asc=th.getAttribute('aria-sort')!=='ascending';
         rows.sort(function(a,b){var x=key(a.cells[i]),y=key(b.cells[i]);
           if(typeof x==='number'&&typeof y==='number'){if(isNaN(x))return 1;if(isNaN(y))return -1;return asc?x-y:y-x;}
           return asc?String(x).localeCompare(String(y)):String(y).localeCompare(String(x));});
-        rows.forEach(function(r){body.appendChild(r);});th.setAttribute('data-asc',asc?'1':'0');
+        rows.forEach(function(r){body.appendChild(r);});
+        t.querySelectorAll('th').forEach(function(o){o.removeAttribute('aria-sort');});
+        th.setAttribute('aria-sort',asc?'ascending':'descending');
       });
     });
   });
@@ -54,7 +62,7 @@ BODY_SCRIPT = """
     var bad=Array.prototype.filter.call(document.images,function(im){return !im.complete||im.naturalWidth===0;});
     if(window.tpmeErrors.length){s.setAttribute('data-state','error');s.textContent='script errors: '+window.tpmeErrors.join('; ');}
     else if(bad.length){s.setAttribute('data-state','error');s.textContent=bad.length+' figure(s) failed to decode';}
-    else{s.setAttribute('data-state','ok');s.textContent='page script ran; '+document.images.length+' figure(s) decoded';}
+    else{s.setAttribute('data-state','ok');s.textContent=document.images.length+' figure(s) decoded';}
   }
   if(document.readyState==='complete'){done();}else{window.addEventListener('load',done);}
 })();
@@ -77,12 +85,17 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
+def num(value: float | int | None, text: str) -> str:
+    """A number cell: shown as `text`, sorted by `value`."""
+    return f'<td class="num" data-v="{"" if value is None else value}">{_e(text)}</td>'
+
+
 def sensitivity_html(sens: Sensitivity) -> str:
     w = sens.chosen.as_tuple()
-    rows = "".join(f"<tr><td>{_e(m)}</td><td class=\"num\">{100 * s:.1f}</td></tr>" for m, s in sorted(sens.shares.items(), key=lambda kv: -kv[1]))
+    rows = "".join(f"<tr><td>{_e(m)}</td>{num(100 * s, f'{100 * s:.1f}')}</tr>" for m, s in sorted(sens.shares.items(), key=lambda kv: -kv[1]))
     bsum = sens.boundary_summary()
     brows = "".join(
-        f"<tr><td>{_e(b['between'][0])}</td><td>{_e(b['between'][1])}</td><td class=\"num\">{b['edges']}</td><td>{_e(', '.join(f'{x:.3f}' for x in b['nearest']))}</td></tr>"
+        f"<tr><td>{_e(b['between'][0])}</td><td>{_e(b['between'][1])}</td>{num(b['edges'], str(b['edges']))}<td>{_e(', '.join(f'{x:.3f}' for x in b['nearest']))}</td></tr>"
         for b in bsum
     )
     return (
@@ -90,7 +103,7 @@ def sensitivity_html(sens: Sensitivity) -> str:
         f"({w[0]:g}, {w[1]:g}, {w[2]:g}) the lowest TPME is <b>{_e(' = '.join(sens.chosen_winners))}</b>. "
         f"Rank stability against the chosen weights: Kendall τ mean {sens.tau_mean:.3f}, min {sens.tau_min:.3f}; "
         f"the ranking is identical at {100 * sens.identical_share:.1f}% of the grid.</p>"
-        f"<table class=\"sortable\"><thead><tr><th>method</th><th class=\"num\">share of simplex where lowest (%)</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<table class=\"sortable\"><thead><tr><th>method</th><th class=\"num\" aria-sort=\"descending\">share of simplex where lowest (%)</th></tr></thead><tbody>{rows}</tbody></table>"
         "<p class=\"note\">Ties: methods within 1e-9 of the lowest TPME share a point, which counts 1/k towards each of the k tied methods.</p>"
         + (
             "<h3>Where the winner changes</h3><table class=\"sortable\"><thead><tr><th>winner</th><th>neighbour</th><th class=\"num\">grid edges</th>"
@@ -101,7 +114,6 @@ def sensitivity_html(sens: Sensitivity) -> str:
 
 
 def render_html(summary: Summary, prov: Provenance, figures: list[EmbeddedFigure], sens: Sensitivity | None, title: str) -> str:
-    w = summary.weights.as_tuple()
     figs = "".join(
         f'<figure id="fig-{_e(f.name)}"><img alt="{_e(f.title)}" style="width:{f.width_in * PX_PER_INCH:.0f}px" src="data:image/png;base64,{base64.b64encode(f.png).decode()}">'
         f"<figcaption><b>{_e(f.title)}.</b> {_e(f.caption)}</figcaption></figure>"
@@ -125,10 +137,11 @@ def render_html(summary: Summary, prov: Provenance, figures: list[EmbeddedFigure
 <title>{_e(title)}</title><style>{CSS}</style><script>{HEAD_SCRIPT}</script></head>
 <body>
 <h1>{_e(title)}</h1>
-<p>{len(summary.rows)} method(s){group}; TPME weights a1 (time) = {w[0]:g}, a2 (parameters) = {w[1]:g}, a3 (memory) = {w[2]:g}. Click a column header to sort.</p>
+<p>{len(summary.rows)} method(s){group}. {_e(weights_sentence(summary))} Click a column header to sort; the arrow shows the direction.</p>
 {"".join(f'<p class="caution">{_e(c)}</p>' for c in prov.cautions())}
 <h2>Efficiency table</h2>
 {render_html_table(summary)}
+{"".join(f'<p class="reference"><b>Reference.</b> {_e(line)}</p>' for line in baseline_sentences(summary))}
 <h2>Figures</h2>
 {figs or '<p>No figure could be drawn from these records.</p>'}
 <h2>Weight sensitivity</h2>
@@ -141,7 +154,8 @@ def render_html(summary: Summary, prov: Provenance, figures: list[EmbeddedFigure
 {configs or '<p>-</p>'}
 <h2>Failed cells</h2>
 {failures}
-<p id="js-status" data-state="not-run">page script did not run</p>
+<p id="js-status" data-state="not-run">Sorting needs JavaScript, which did not run in this viewer.</p>
+<footer>Written by tpme {_e(__version__)}; self-contained, the page makes no network request.</footer>
 <script>{BODY_SCRIPT}</script>
 </body></html>
 """

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Polygon
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from tpme.metrics.sensitivity import TIE_TOL, Sensitivity
+from tpme.metrics.sensitivity import Sensitivity, winner_regions
 from tpme.metrics.tpme import WEIGHT_PRESETS
 from tpme.reports.summary import Row, Summary
+from tpme.reports.format import count_unit
 from tpme.reports.table import memory_unit
 
 WIDTH = 7.2
@@ -29,12 +29,14 @@ RC = {
     "svg.hashsalt": "tpme", "axes.grid": True, "grid.alpha": 0.25, "grid.linewidth": 0.6,
 }
 HATCH = {"extrapolated": "//", "estimated": "..", "mixed": "xx"}
+SOURCE_MARK = {"extrapolated": "*", "estimated": "~", "mixed": "+"}  # the tables' marks, printed after a bar's value
 PHASE_COLOURS = {"data": "#bab0ac", "forward": "#4e79a7", "backward": "#f28e2b", "optimizer": "#59a14f"}
 CATEGORY_COLOURS = {  # every category of results.MEMORY_CATEGORIES, in stacking order
     "parameters": "#4e79a7", "buffers": "#76b7b2", "gradients": "#f28e2b", "optimizer_state": "#59a14f",
     "activations": "#e15759", "temporaries": "#b07aa1", "batch": "#edc948",
 }
-TIE_COLOUR = "#dddddd"
+TERNARY_TICKS = (0.2, 0.4, 0.6, 0.8)
+TIE_HATCH = "////"  # a tie is hatched, never filled: no method's colour can be mistaken for it
 
 
 @dataclass(frozen=True)
@@ -57,38 +59,45 @@ def efficiency_bars(summary: Summary, _: Any = None) -> Figure | None:
     fig = Figure(figsize=(WIDTH, _bar_height(len(rows)) + 0.5), layout="constrained")
     axes = fig.subplots(1, 4, sharey=True)
     y = np.arange(len(rows))[::-1]
+    pu = count_unit(r.trainable_params for r in rows)
     panels = [
-        ("T: epoch time (s)", [r.epoch_time_s for r in rows], False, [r.epoch_time_source for r in rows]),
-        ("P: trainable parameters", [r.trainable_params for r in rows], True, [None] * len(rows)),
-        (f"M: peak memory ({mu.name})", [r.peak_memory_bytes / mu.size for r in rows], False, [r.memory_kind if r.memory_kind != "measured" else None for r in rows]),
-        ("TPME (lower is better)", [r.tpme for r in rows], False, [None] * len(rows)),
+        ("T: epoch time (s)", [r.epoch_time_s for r in rows], [r.epoch_time_source for r in rows]),
+        (pu.header("P: trainable parameters"), [r.trainable_params / pu.size for r in rows], [None] * len(rows)),
+        (f"M: peak memory ({mu.name})", [r.peak_memory_bytes / mu.size for r in rows], [r.memory_kind if r.memory_kind != "measured" else None for r in rows]),
+        ("TPME (lower is better)", [r.tpme for r in rows], [None] * len(rows)),
     ]
-    for ax, (title, values, log, sources) in zip(axes, panels):
+    for ax, (title, values, sources) in zip(axes, panels):
         bars = ax.barh(y, values, color=[colours[r.label] for r in rows], edgecolor="black", linewidth=0.4)
         for b, src in zip(bars, sources):
             if src in HATCH:
                 b.set_hatch(HATCH[src])
         ax.set_title(title)
         ax.grid(axis="y", visible=False)
-        if log:
-            ax.set_xscale("log")
-            lo = min(v for v in values if v > 0)
-            ax.set_xlim(lo / 2, max(values) * 5)
-            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0) if max(values) / lo < 300 else (1.0,)))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        else:
-            ax.set_xlim(0, max(max(values), 1e-12) * 1.35)
-        for yi, v in zip(y, values):
-            ax.text(v * (1.15 if log else 1) + (0 if log else max(values) * 0.02), yi, _short(v), va="center", fontsize=7)
+        ax.set_xlim(0, max(max(values), 1e-12) * 1.4)  # linear: bar lengths compare as the figures do
+        for yi, v, src in zip(y, values, sources):
+            ax.text(v + max(values) * 0.02, yi, _short(v) + SOURCE_MARK.get(src or "", ""), va="center", fontsize=7, gid="value")
     axes[0].set_yticks(y, [r.label for r in rows])
-    _hatch_legend(fig, {s for p in panels for s in p[3] if s in HATCH})
+    _error_bars(axes[0], y, [r.epoch_time_s for r in rows], [r.epoch_time_ci for r in rows], horizontal=True)
+    _error_bars(axes[3], y, [r.tpme for r in rows], [r.tpme_ci for r in rows], horizontal=True)
+    _hatch_legend(fig, {s for p in panels for s in p[2] if s in HATCH})
     return fig
+
+
+def _error_bars(ax: Any, pos: Any, values: list[float], cis: list[tuple[float, float] | None], horizontal: bool = False, other: Any = None) -> None:
+    """The rows' bootstrap intervals (Row.*_ci) as error bars around `values`; rows without one get none."""
+    err = np.array([[max(v - ci[0], 0.0), max(ci[1] - v, 0.0)] if ci else [0.0, 0.0] for v, ci in zip(values, cis)]).T
+    if not err.any():
+        return
+    if horizontal:
+        ax.errorbar(values, pos, xerr=err, fmt="none", ecolor="black", elinewidth=0.8, capsize=2, zorder=3)
+        ax.set_xlim(right=max(ax.get_xlim()[1], float(np.max(np.asarray(values) + err[1])) * 1.05))
+    else:
+        ax.errorbar(other, values, yerr=err, fmt="none", ecolor="black", elinewidth=0.8, capsize=2, zorder=3)
 
 
 def _hatch_legend(fig: Figure, sources: set[str]) -> None:
     if sources:
-        handles = [Patch(facecolor="white", edgecolor="black", hatch=HATCH[s], label=s) for s in sorted(sources)]
+        handles = [Patch(facecolor="white", edgecolor="black", hatch=HATCH[s], label=f"{s} ({SOURCE_MARK[s]} after the value)") for s in sorted(sources)]
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
 
 
@@ -130,54 +139,78 @@ def time_memory(summary: Summary, _: Any = None) -> Figure | None:
     on_front = ", ".join(names) if len(names) <= 4 else f"{len(names)} methods"
     ax.step(fx, fy, where="post", color="black", linewidth=1, linestyle="--", label=f"Pareto front (time, memory): {on_front}", zorder=1)
     for r, xi, yi, s in zip(rows, x, y, sizes):
-        ax.scatter([xi], [yi], s=s, color=colours[r.label], edgecolor="black", linewidth=0.5, alpha=0.85, zorder=2)
+        ax.scatter([xi], [yi], s=s, color=colours[r.label], edgecolor="black", linewidth=0.5, alpha=0.85, zorder=2, gid=r.label)
+    _error_bars(ax, None, y, [r.epoch_time_ci for r in rows], other=x)
     _auto_log(ax, x, "x")
     _auto_log(ax, y, "y")
     ax.set_xlabel(f"peak memory ({mu.name})")
     ax.set_ylabel("epoch time (s)")
-    ax.set_title("Epoch time vs peak memory (marker area ∝ trainable parameters)")
+    ax.set_title("Epoch time vs peak memory")
     ax.legend(loc="lower right", frameon=False)
     ax.margins(0.15)
     place_labels(fig, ax, list(zip(x, y)), [r.label for r in rows], [math.sqrt(s) / 2 for s in sizes])
     return fig
 
 
+LABEL_DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
+LABEL_GAPS_PT = (2.0, 7.0, 14.0)  # beyond the marker's edge, nearest first
+
+
 def place_labels(fig: Figure, ax: Any, points: list[tuple[float, float]], labels: list[str], radii_pt: list[float]) -> None:
-    """Annotate each point with the first of eight offsets whose text box overlaps no label
-    placed before it and no other marker (greedy, after the layout has run); else the first."""
+    """Annotate each point so that its label is nearer to its own marker's edge than to any other's.
+
+    After the layout has run, candidates (eight directions, three distances) are tried for
+    each point in turn; a candidate is kept when its box stays inside the axes, overlaps no
+    marker and no label placed before, and its nearest marker is its own. Failing that, the
+    candidate that keeps it nearest its own marker with the fewest overlaps; where no
+    candidate is nearest its own marker, a leader line joins label and marker. The layout
+    is then frozen, so that saving cannot move the markers away from their labels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.transforms import Bbox
 
-    FigureCanvasAgg(fig)
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
     fig.draw_without_rendering()
+    fig.set_layout_engine("none")
     renderer = fig.canvas.get_renderer()
     px = fig.dpi / 72
     centres = [ax.transData.transform(p) for p in points]
     markers = [Bbox.from_bounds(c[0] - r * px, c[1] - r * px, 2 * r * px, 2 * r * px) for c, r in zip(centres, radii_pt)]
     frame = ax.get_window_extent(renderer)
-    placed: list[Any] = []
-    directions = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
+    placed: list[Any] = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() else []
     for i, (pt, text, r) in enumerate(zip(points, labels, radii_pt)):
-        choice = None
-        for dx, dy in directions:
-            off = r * 0.8 + 2
-            ann = ax.annotate(text, pt, textcoords="offset points", xytext=(dx * off, dy * off), fontsize=8,
-                              ha="left" if dx > 0 else "right" if dx < 0 else "center", va="bottom" if dy > 0 else "top" if dy < 0 else "center")
-            box = ann.get_window_extent(renderer)
-            own = _box_distance(box, centres[i])
-            clash = (
-                box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1
-                or any(box.overlaps(b) for b in placed)
-                or any(box.overlaps(m) for j, m in enumerate(markers) if j != i)
-                or any(_box_distance(box, c) < own for j, c in enumerate(centres) if j != i)  # would read as another point's label
-            )
-            if not clash:
-                choice = ann
+        best: tuple[tuple[int, int, int], Any] | None = None
+        for gap in LABEL_GAPS_PT:
+            for dx, dy in LABEL_DIRECTIONS:
+                ann = _annotate(ax, text, pt, dx, dy, r + gap)
+                box = ann.get_window_extent(renderer)
+                own = _box_distance(box, centres[i]) - radii_pt[i] * px
+                stranger = any(_box_distance(box, c) - radii_pt[j] * px <= own + 1.0 for j, c in enumerate(centres) if j != i)
+                outside = box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1
+                overlaps = sum(box.overlaps(b) for b in placed) + sum(box.overlaps(m) for j, m in enumerate(markers) if j != i)
+                cost = (int(stranger), int(outside), overlaps)
+                if best is None or cost < best[0]:
+                    if best is not None:
+                        best[1].remove()
+                    best = (cost, ann)
+                else:
+                    ann.remove()
+                if cost == (0, 0, 0):
+                    break
+            if best is not None and best[0] == (0, 0, 0):
                 break
-            ann.remove()
-        if choice is None:
-            choice = ax.annotate(text, pt, textcoords="offset points", xytext=(r * 0.8 + 2, r * 0.8 + 2), fontsize=8)
-        placed.append(choice.get_window_extent(renderer))
+        assert best is not None
+        if best[0][0]:  # no position reads as this point's own: join them with a line
+            best[1].remove()
+            off = r + 2 * LABEL_GAPS_PT[-1]
+            best = (best[0], ax.annotate(text, pt, textcoords="offset points", xytext=(off, off), fontsize=8, ha="left", va="bottom",
+                                         arrowprops={"arrowstyle": "-", "color": "#555", "linewidth": 0.6, "shrinkA": 0, "shrinkB": r}))
+        placed.append(best[1].get_window_extent(renderer))
+
+
+def _annotate(ax: Any, text: str, pt: tuple[float, float], dx: int, dy: int, off: float) -> Any:
+    return ax.annotate(text, pt, textcoords="offset points", xytext=(dx * off, dy * off), fontsize=8,
+                       ha="left" if dx > 0 else "right" if dx < 0 else "center", va="bottom" if dy > 0 else "top" if dy < 0 else "center")
 
 
 def _box_distance(box: Any, point: Any) -> float:
@@ -208,11 +241,17 @@ def effectiveness(summary: Summary, _: Any = None) -> Figure | None:
     for ax, q in zip(axes, metrics):
         pts = [(r.tpme, r.quality[q.name], r.label) for r in rows if q.name in r.quality]
         for x, v, lab in pts:
-            ax.scatter([x], [v], s=60, color=colours[lab], edgecolor="black", linewidth=0.5, zorder=2)
+            ax.scatter([x], [v], s=60, color=colours[lab], edgecolor="black", linewidth=0.5, zorder=2, gid=lab)
+        for b in summary.baselines:  # a reference every method should beat, never scored
+            if q.name in b.quality:
+                ax.axhline(b.quality[q.name].value, color="black", linestyle=":", linewidth=1, zorder=1, gid=f"baseline:{b.name}",
+                           label=f"{b.name} baseline {b.quality[q.name].value:.4f}")
         ax.set_xlabel("TPME (lower is more efficient)")
         ax.set_ylabel(f"{q.title} ({'higher' if q.higher_is_better else 'lower'} is better)")
         ax.set_title(f"{q.title} vs TPME")
         ax.margins(0.2)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", frameon=False, fontsize=7)
     for ax, q in zip(axes, metrics):
         pts = [(r.tpme, r.quality[q.name], r.label) for r in rows if q.name in r.quality]
         place_labels(fig, ax, [(p[0], p[1]) for p in pts], [p[2] for p in pts], [4.5] * len(pts))
@@ -357,30 +396,27 @@ def _to_xy(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ternary(summary: Summary, sens: Sensitivity | None) -> Figure | None:
-    """Which method has the lowest TPME for every weight triple (exact per pixel), the grid's
-    shares in the legend, the chosen weights as a star and the named presets as dots."""
+    """Which method has the lowest TPME over the weight simplex, as exact polygons (vector in
+    SVG and PDF), the grid's shares in the legend, the chosen weights as a star and the named
+    presets as dots. With an energy weight a4 the map spreads 1 - a4 over a1, a2, a3."""
     if sens is None or not sens.methods:
         return None
     colours = summary.colours()
-    terms = np.array([[r.t_norm, r.p_norm, r.m_norm] for r in summary.scored])
-    labels = [r.label for r in summary.scored]
-    res = 500
-    xs, ys = np.meshgrid(np.linspace(0, 1, res), np.linspace(0, SQ3, int(res * SQ3)))
-    a2 = ys / SQ3
-    a3 = xs - 0.5 * a2
-    a1 = 1 - a2 - a3
-    inside = (a1 >= -1e-9) & (a3 >= -1e-9)
-    w = np.stack([a1, a2, a3], axis=-1)
-    t = w @ terms.T
-    low = t.min(axis=-1, keepdims=True)
-    tied = (t <= low + TIE_TOL).sum(axis=-1) > 1
-    win = t.argmin(axis=-1)
-    palette = [colours[l] for l in labels] + [TIE_COLOUR]
-    img = np.where(tied, len(labels), win).astype(float)
-    img[~inside] = np.nan
+    rows = summary.scored
+    energy = summary.weights.energy
+    terms = np.array([[r.t_norm, r.p_norm, r.m_norm] for r in rows])
+    offset = np.array([energy * (r.e_norm or 0.0) for r in rows])
+    labels = [r.label for r in rows]
     fig = Figure(figsize=(WIDTH * 0.75, 5.2), layout="constrained")
     ax = fig.subplots()
-    ax.imshow(img, origin="lower", extent=(0, 1, 0, SQ3), cmap=ListedColormap(palette), vmin=-0.5, vmax=len(palette) - 0.5, interpolation="nearest")
+    tied = False
+    for members, poly in winner_regions(terms, offset, energy):
+        px, py = _to_xy(poly)
+        names = [labels[k] for k in members]
+        tie = len(members) > 1
+        tied |= tie
+        ax.add_patch(Polygon(np.column_stack([px, py]), closed=True, facecolor="white" if tie else colours[names[0]], edgecolor="black" if tie else "none",
+                             hatch=TIE_HATCH if tie else None, linewidth=0.3, gid="region:" + " = ".join(names)))
     ax.add_patch(Polygon([(0, 0), (1, 0), (0.5, SQ3)], closed=True, fill=False, edgecolor="black", linewidth=1))
     for frac in (0.2, 0.4, 0.6, 0.8):
         for a, b in (((frac, 1 - frac, 0), (frac, 0, 1 - frac)), ((1 - frac, frac, 0), (0, frac, 1 - frac)), ((1 - frac, 0, frac), (0, 1 - frac, frac))):
@@ -393,25 +429,28 @@ def ternary(summary: Summary, sens: Sensitivity | None) -> Figure | None:
         px, py = _to_xy(np.array(pw))
         ax.plot(px, py, "o", color="white", markeredgecolor="black", markersize=4)
         ax.annotate(name, (px, py), textcoords="offset points", xytext=(4, -9), fontsize=7)
-    cx, cy = _to_xy(np.array(sens.chosen.as_tuple()))
+    cx, cy = _to_xy(np.array(sens.chosen.as_tuple()) / (1 - energy))
     ax.plot(cx, cy, "*", color="yellow", markeredgecolor="black", markersize=13, zorder=5)
     handles = [Patch(color=colours[l], label=f"{l}: {100 * sens.shares.get(l, 0):.1f}%") for l in labels if sens.shares.get(l, 0) > 0 or l in sens.chosen_winners]
-    if bool(tied[inside].any()):
-        handles.append(Patch(color=TIE_COLOUR, label="tie"))
+    if tied:
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch=TIE_HATCH, label="tie (identical TPME everywhere)"))
     handles.append(ax.plot([], [], "*", color="yellow", markeredgecolor="black", markersize=11, linestyle="none", label="chosen weights")[0])
-    for v in (0.2, 0.4, 0.6, 0.8):
-        bx, by = _to_xy(np.array([1 - v, 0, v]))
-        ax.text(bx, by - 0.02, f"{v:g}", ha="center", va="top", fontsize=7)
+    for v in TERNARY_TICKS:  # each weight on one side, growing towards its corner
+        bx, by = _to_xy(np.array([v, 0, 1 - v]))
+        ax.text(bx, by - 0.02, f"{v:g}", ha="center", va="top", fontsize=7, gid="tick:a1")
         lx, ly = _to_xy(np.array([1 - v, v, 0]))
-        ax.text(lx - 0.02, ly, f"{v:g}", ha="right", va="center", fontsize=7)
-    ax.text(0.5, -0.075, "a3 (memory weight) along the base", ha="center", va="top", fontsize=7, color="#444")
+        ax.text(lx - 0.02, ly, f"{v:g}", ha="right", va="center", fontsize=7, gid="tick:a2")
+        rx, ry = _to_xy(np.array([0, 1 - v, v]))
+        ax.text(rx + 0.02, ry, f"{v:g}", ha="left", va="center", fontsize=7, gid="tick:a3")
+    ax.text(0.5, -0.075, "a1 (time weight), growing to the left", ha="center", va="top", fontsize=7, color="#444")
     ax.text(0.13, 0.5, "a2 (parameter weight)", ha="center", va="center", rotation=60, fontsize=7, color="#444")
+    ax.text(0.87, 0.5, "a3 (memory weight)", ha="center", va="center", rotation=-60, fontsize=7, color="#444")
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), frameon=False, title="lowest TPME (share of the grid where it wins)", title_fontsize=8)
     ax.set_xlim(-0.1, 1.1)
     ax.set_ylim(-0.12, SQ3 + 0.06)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title("Winner over the weight simplex (a1 time, a2 parameters, a3 memory)")
+    ax.set_title("Lowest TPME over the weight simplex")
     return fig
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tpme.metrics.aggregate import score_records
+from tpme.metrics.stats import LEVEL, LabelData, LabelSpread, Repeat, table_spread
 from tpme.metrics.tpme import Weights
 from tpme.results.aggregate import by_label
 from tpme.results.quality import QualityMetric, metric
@@ -32,6 +33,9 @@ class Row:
     epoch_time_s: float | None = None
     epoch_time_source: str | None = None  # measured | extrapolated | estimated | mixed
     trainable_params: float | None = None
+    adapter_bytes: float | None = None  # trainable state as safetensors, where the records measured it
+    energy_j: float | None = None  # per epoch, where every ok repeat measured it (NVML)
+    e_norm: float | None = None
     params_share: float | None = None  # of the largest trainable_params in the table
     peak_memory_bytes: float | None = None
     memory_source: str | None = None
@@ -47,6 +51,14 @@ class Row:
     breakdown_s: dict[str, float] = field(default_factory=dict)
     memory_breakdown: dict[str, float] = field(default_factory=dict)  # MEMORY_CATEGORIES -> bytes, from the estimates
     failures: list[dict[str, Any]] = field(default_factory=list)  # {repeat, status, error}
+    # Spread (tpme.metrics.stats, seeded bootstrap over steps and repeats, at Summary.level): any renderer reads these.
+    epoch_time_ci: tuple[float, float] | None = None
+    tpme_ci: tuple[float, float] | None = None
+    rank_ci: tuple[int, int] | None = None
+    tied_with: list[str] = field(default_factory=list)  # labels whose TPME this one's is not separable from
+    outlier_steps: int = 0  # steps flagged as outliers over the ok repeats (kept in every figure)
+    busy_repeats: int = 0  # ok repeats measured while the host was busy
+    busy_reasons: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -63,6 +75,7 @@ class Summary:
     group_by: str | None = None
     quality_metrics: list[QualityMetric] = field(default_factory=list)  # in the order records name them
     baselines: list[Baseline] = field(default_factory=list)  # references (popularity), never scored
+    level: float = LEVEL  # of the rows' intervals
 
     @property
     def scored(self) -> list[Row]:
@@ -151,6 +164,9 @@ def summarise(records: list[Record], weights: Weights, group_by: str | None = No
         if ok:
             row.epoch_time_s = statistics.median(r.epoch_time_s for r in ok)
             row.trainable_params = statistics.median(r.trainable_params for r in ok)
+            sizes, energy = [r.adapter_bytes for r in ok], [r.energy_per_epoch_j for r in ok]
+            row.adapter_bytes = statistics.median(sizes) if None not in sizes else None
+            row.energy_j = statistics.median(energy) if None not in energy else None
             row.peak_memory_bytes = statistics.median(r.peak_memory_bytes for r in ok)
             row.epoch_time_source = _source([r.epoch_time_source for r in ok])
             row.memory_source = _source([r.memory_source for r in ok])
@@ -161,13 +177,32 @@ def summarise(records: list[Record], weights: Weights, group_by: str | None = No
             row.breakdown_s = _median_dicts([r.timing.breakdown_median_s for r in ok])
             breakdowns = [b for b in (memory_breakdown(r) for r in ok) if b]
             row.memory_breakdown = _median_dicts(breakdowns) if breakdowns else {}
+            row.outlier_steps = sum(len(r.timing.outlier_steps) for r in ok)
+            busy = [r for r in ok if r.provenance.host_busy]
+            row.busy_repeats, row.busy_reasons = len(busy), list(dict.fromkeys(x for r in busy for x in r.provenance.host_reasons))
         s = scores.get(name)
         if s is not None:
-            row.tpme, row.rank, row.t_norm, row.p_norm, row.m_norm = s.tpme, s.rank, s.t_norm, s.p_norm, s.m_norm
+            row.tpme, row.rank, row.t_norm, row.p_norm, row.m_norm, row.e_norm = s.tpme, s.rank, s.t_norm, s.p_norm, s.m_norm, s.e_norm
         rows.append(row)
+    _add_spread(rows, records, weights)
     largest = max((r.trainable_params for r in rows if r.trainable_params is not None), default=None)
     for r in rows:
         if largest and r.trainable_params is not None:
             r.params_share = r.trainable_params / largest
     rows.sort(key=lambda r: (r.rank is None, r.rank or 0))
     return Summary(rows, weights, group_by, quality_metrics(records), baselines(records))
+
+
+def _add_spread(rows: list[Row], records: list[Record], weights: Weights) -> None:
+    """Each scored row's epoch-time, TPME and rank intervals, and its ties (see tpme.metrics.stats)."""
+    groups = by_label(records)
+    data = [
+        LabelData(r.label, [Repeat(x.epoch_time_s, x.timing.step_times_s) for x in groups[r.label] if x.ok], r.trainable_params, r.peak_memory_bytes)
+        for r in rows if r.tpme is not None
+    ]
+    spread: dict[str, LabelSpread] = table_spread(data, weights)
+    for r in rows:
+        s = spread.get(r.label)
+        if s is not None:
+            r.epoch_time_ci, r.tpme_ci = (s.epoch_time.low, s.epoch_time.high), (s.tpme.low, s.tpme.high)
+            r.rank_ci, r.tied_with = s.rank, list(s.tied_with)

@@ -15,7 +15,7 @@ REPEAT_FIELDS = ("train.seed",)  # what repeats of one configuration differ in
 
 @dataclass(frozen=True)
 class LabelFigures:
-    """The median T, P and M over a label's ok repeats (and energy where every repeat measured it)."""
+    """The median T, P and M over a label's ok repeats (and energy per epoch where every repeat measured it)."""
 
     label: str
     epoch_time_s: float
@@ -39,7 +39,7 @@ def label_figures(records: list[Record]) -> list[LabelFigures]:
         ok = [r for r in rs if r.ok]
         if not ok:
             continue
-        energy = [r.energy_j for r in ok]
+        energy = [r.energy_per_epoch_j for r in ok]
         out.append(LabelFigures(
             name,
             statistics.median(r.epoch_time_s for r in ok),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class QualityMetric:
-    name: str  # the key in records: hr@10, ndcg@10, loss, perplexity, accuracy, forgetting
+    name: str  # the key in records: hr@10, ndcg@10, loss, perplexity, accuracy, forgetting, ...
     title: str  # how tables and figures head it
     higher_is_better: bool
 
@@ -25,6 +25,8 @@ KNOWN: dict[str, QualityMetric] = {
         QualityMetric("perplexity", "perplexity", False),
         QualityMetric("accuracy", "accuracy", True),
         QualityMetric("forgetting", "forgetting", False),
+        QualityMetric("dino_similarity", "DINOv2 similarity", True),
+        QualityMetric("drift", "drift", False),
     )
 }
 

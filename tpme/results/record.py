@@ -32,7 +32,7 @@ TIME_SOURCES = ("measured", "extrapolated", "estimated", "published")
 FLAT_FIELDS = (
     "schema", "source", "scenario", "cell_key", "method", "label", "status", "error", "repeat", "seed",
     "epoch_time_s", "epoch_time_source", "step_time_s", "steps_per_epoch", "trainable_params", "total_params",
-    "peak_memory_bytes", "memory_source", "prepare_time_s", "device", "precision", "preset",
+    "peak_memory_bytes", "memory_source", "prepare_time_s", "device", "precision", "preset", "adapter_bytes",
 )
 
 
@@ -117,6 +117,10 @@ class Timing:
     step_times_s: list[float] = field(default_factory=list)
     breakdown_median_s: dict[str, float] = field(default_factory=dict)  # data, forward, backward, optimizer
     note: str | None = None  # e.g. what a published training time covers
+    median_ci_s: list[float] = field(default_factory=list)  # [low, high]: seeded bootstrap interval of the median step time
+    epoch_time_ci_s: list[float] = field(default_factory=list)  # [low, high]: the same interval scaled to the epoch time
+    ci_level: float | None = None  # of both intervals, e.g. 0.95
+    outlier_steps: list[int] = field(default_factory=list)  # indices into step_times_s flagged as outliers (kept, not dropped)
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(dataclasses.asdict(self))
@@ -125,7 +129,16 @@ class Timing:
     def read(cls, r: _Reader) -> "Timing":
         stats_key = "stats" if "stats" in r.data else "step_time_s"  # /1 kept the stats under step_time_s
         stats = r.number_map(stats_key) if isinstance(r.data.get(stats_key), dict) else {}
-        return cls(r.number("steps", True), r.number("warmup_steps", True), stats, r.numbers("step_times_s"), r.number_map("breakdown_median_s"), r.text("note"))
+        return cls(r.number("steps", True), r.number("warmup_steps", True), stats, r.numbers("step_times_s"), r.number_map("breakdown_median_s"), r.text("note"),
+                   _pair(r, "median_ci_s"), _pair(r, "epoch_time_ci_s"), r.number("ci_level"), [int(x) for x in r.numbers("outlier_steps")])
+
+
+def _pair(r: _Reader, key: str) -> list[float]:
+    """An interval [low, high], or [] when absent (records written before intervals existed)."""
+    v = r.numbers(key)
+    if v and (len(v) != 2 or v[0] > v[1]):
+        raise r._fail(key, "an interval [low, high]")
+    return v
 
 
 @dataclass
@@ -233,12 +246,24 @@ class Provenance:
     host: str | None = None
     platform: str | None = None
     timestamp: str | None = None  # ISO 8601, UTC
+    seed: int | None = None  # the seed this repeat really trained with
+    host_state: dict[str, Any] = field(default_factory=dict)  # tpme.bench.host: load, CPU, memory, GPU processes before/after, busy and why
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device_name(self) -> str | None:
         name = self.device.get("name")
         return name if isinstance(name, str) else None
+
+    @property
+    def host_busy(self) -> bool:
+        """The host was busy while this cell was measured (False when not recorded)."""
+        return self.host_state.get("busy") is True
+
+    @property
+    def host_reasons(self) -> list[str]:
+        reasons = self.host_state.get("reasons")
+        return [str(x) for x in reasons] if isinstance(reasons, list) else []
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -252,7 +277,7 @@ class Provenance:
         if command is not None and not isinstance(command, (str, list)):
             raise TpmeError(f"{r.where}: command must be a list or a string", "fix or delete that record")
         return cls(r.obj("versions"), r.obj("device"), r.text("git_commit"), command, r.text("host"), r.text("platform"), r.text("timestamp"),
-                   {k: v for k, v in r.data.items() if k not in names})
+                   r.number("seed", True), r.obj("host_state"), {k: v for k, v in r.data.items() if k not in names})
 
 
 @dataclass
@@ -296,6 +321,7 @@ class Record:
     steps_per_epoch: int | None = None
     trainable_params: int | None = None
     total_params: int | None = None
+    adapter_bytes: int | None = None  # the trainable state saved as safetensors (file size); absent in older records
     peak_memory_bytes: int | None = None
     memory_source: str | None = None  # cuda_allocator | cpu_tensor_peak | cuda_reserved | estimate
     prepare_time_s: float | None = None
@@ -330,7 +356,15 @@ class Record:
 
     @property
     def energy_j(self) -> float | None:
+        """Energy over the timed window (all timed steps), from the NVML counter."""
         return self.memory.energy_j
+
+    @property
+    def energy_per_epoch_j(self) -> float | None:
+        """The timed window's energy scaled to one epoch (timed steps -> steps per epoch)."""
+        if self.memory.energy_j is None or not self.timing.steps or not self.steps_per_epoch:
+            return None
+        return self.memory.energy_j * self.steps_per_epoch / self.timing.steps
 
     def quality_value(self, name: str) -> float | None:
         return self.quality.value(name)
@@ -378,7 +412,7 @@ class Record:
             method_options=r.obj("method_options"), error=r.text("error"), repeat=r.number("repeat", True) or 0, seed=r.number("seed", True),
             epoch_time_s=r.number("epoch_time_s"), epoch_time_source=r.text("epoch_time_source"), step_time_s=r.number("step_time_s"),
             steps_per_epoch=r.number("steps_per_epoch", True), trainable_params=r.number("trainable_params", True),
-            total_params=r.number("total_params", True), peak_memory_bytes=r.number("peak_memory_bytes", True),
+            total_params=r.number("total_params", True), adapter_bytes=r.number("adapter_bytes", True), peak_memory_bytes=r.number("peak_memory_bytes", True),
             memory_source=r.text("memory_source"), prepare_time_s=r.number("prepare_time_s"), device=r.text("device"),
             precision=r.text("precision"), preset=r.text("preset"), timing=Timing.read(r.sub("timing")), memory=Memory.read(r.sub("memory")),
             execution=r.obj("execution"), quality=_quality_v1(r) if schema == SCHEMA_V1 else Quality.read(r.sub("quality")),

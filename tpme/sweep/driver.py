@@ -177,7 +177,7 @@ def _run_locked(plan: Plan, opts: DriverOptions, executor: Executor | None, noti
     notify(f"{plan.name}: {len(cells)} cell(s), {done_earlier} done earlier, {exhausted} failed with attempts spent, {len(todo)} to run -> {opts.out_dir}")
     outcome = Outcome([], len(cells), 0)
     if todo:
-        data, outcome.baselines = prepare_data(todo, opts.out_dir, notify)
+        data, outcome.baselines = prepare_data(todo, opts.out_dir, notify)  # on failure, run_lock removes a run folder it created
         executor = executor or make_executor(opts, todo)
         notify(executor.description)
         try:
@@ -233,6 +233,8 @@ def _drive(plan: Plan, opts: DriverOptions, executor: Executor, todo: list[Cell]
                     queue.appendleft(Job(job.cell, job.spec, job.attempt + 1))
                     continue
                 done += 1
+                if record.provenance.host_busy:
+                    say(f"warning: {what}: the host was busy while it was measured ({'; '.join(record.provenance.host_reasons)[:300]}); its times may be inflated")
                 if record.status != "ok":
                     failed += 1
                     say(f"{what}: {record.status}" + (f" after {job.attempt} attempt(s)" if opts.retries > 1 else "") + f": {(record.error or '')[:200]}")

@@ -76,35 +76,43 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def render(rows: list[dict], n_samples: int, noun: str = "samples") -> str:
-    from tpme.reports.format import fmt_bytes, fmt_seconds
+MEMORY_COLUMNS = (  # header, bytes of an estimate row
+    ("params", lambda r: r["breakdown"]["parameters"] + r["breakdown"]["buffers"]), ("grads", lambda r: r["breakdown"]["gradients"]),
+    ("optim", lambda r: r["breakdown"]["optimizer_state"]), ("activ", lambda r: r["breakdown"]["activations"]),
+    ("temp", lambda r: r["breakdown"]["temporaries"]), ("batch", lambda r: r["breakdown"]["batch"]), ("overhead", lambda r: r["overhead_bytes"]),
+)
 
-    gib = lambda n: f"{n / 2**30:.2f}"  # noqa: E731
-    head = ["method", "precision", "gpu", "fits", "needs / has GiB", "params", "grads", "optim", "activ", "temp", "batch", "overhead", "TFLOP/step", "step s", "epoch s"]
-    table = [head]
+
+def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool | None = None) -> str:
+    """One unit per memory column (the largest that column reaches), numbers right-aligned."""
+    from tpme.reports.format import byte_unit, fmt_seconds
+    from tpme.reports.terminal import TextTable
+    from tpme.reports.terminal import render as render_table
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    gib = 2**30
+    units = [byte_unit(get(r) for r in ok) for _, get in MEMORY_COLUMNS]
+    headers = ["method", "precision", "gpu", "fits", "needs (GiB)", "has (GiB)", *(u.header(h) for (h, _), u in zip(MEMORY_COLUMNS, units)),
+               "TFLOP/step", "step (s)", "epoch (s)"]
+    table = TextTable(headers, [], set(range(4, len(headers))))
     for r in rows:
         if r["status"] != "ok":
-            table.append([r["method"], r["precision"], "-", "error", r["error"][:60]] + [""] * (len(head) - 5))
+            table.failed_rows.add(len(table.rows))
+            table.rows.append([r["method"], r["precision"], "-", "error: " + r["error"][:60]] + ["-"] * (len(headers) - 4))
             continue
-        b = r["breakdown"]
-        table.append([
-            r["method"], r["precision"], r["gpu"], "yes" if r["fits"] else "NO",
-            f"{gib(r['total_memory_bytes'])} / {gib(r['gpu_memory_bytes'])}",
-            *(fmt_bytes(n) for n in (b["parameters"] + b["buffers"], b["gradients"], b["optimizer_state"], b["activations"], b["temporaries"], b["batch"], r["overhead_bytes"])),
+        table.rows.append([
+            r["method"], r["precision"], r["gpu"], "yes" if r["fits"] else "NO", f"{r['total_memory_bytes'] / gib:.2f}", f"{r['gpu_memory_bytes'] / gib:.2f}",
+            *(u.cell(get(r)) for (_, get), u in zip(MEMORY_COLUMNS, units)),
             f"{r['flops_per_step'] / 1e12:.3g}", fmt_seconds(r["predicted_step_time_s"]), fmt_seconds(r["predicted_epoch_time_s"]),
         ])
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    ok = [r for r in rows if r["status"] == "ok"]
     if ok:
         steps = ok[0]["steps_per_epoch"]
-        lines.append(f"\nEstimates, not measurements. needs = tensor peak + overhead; memory columns: live at the peak (params include buffers); "
-                     f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation. Epoch = {steps} steps ({n_samples} {noun} / batch {ok[0]['batch_size']}), data loading excluded.")
+        table.notes.append(f"Estimates, not measurements. needs = tensor peak + overhead; memory columns: live at the peak (params include buffers); "
+                           f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation. Epoch = {steps} steps ({n_samples} {noun} / batch {ok[0]['batch_size']}), data loading excluded.")
         graphed = sorted({r["method"] for r in ok if r["cuda_graphs"]})
         if graphed:
-            lines.append(f"Timed as replayed from CUDA graphs (as `tpme run` captures them; --cuda-graphs off for eager): {', '.join(graphed)}.")
-    return "\n".join(lines)
+            table.notes.append(f"Timed as replayed from CUDA graphs (as `tpme run` captures them; --cuda-graphs off for eager): {', '.join(graphed)}.")
+    return render_table(table, colour)
 
 
 def _list_gpus(gpus: list, as_json: bool) -> int:
@@ -114,7 +122,9 @@ def _list_gpus(gpus: list, as_json: bool) -> int:
     if as_json:
         print_json(rows)
         return 0
-    for r in rows:
-        t = r["tflops"]
-        print(f"{r['key']:<10} {r['name']:<30} {r['memory_gib']:>6.0f} GiB {r['bandwidth_gb_s']:>6.0f} GB/s  TFLOP/s fp32 {t['fp32']:g} tf32 {t['tf32']:g} fp16 {t['fp16']:g} bf16 {t['bf16']:g}")
+    from tpme.reports.terminal import TextTable, print_table
+
+    headers = ["key", "name", "memory (GiB)", "bandwidth (GB/s)", "fp32 (TFLOP/s)", "tf32 (TFLOP/s)", "fp16 (TFLOP/s)", "bf16 (TFLOP/s)"]
+    cells = [[r["key"], r["name"], f"{r['memory_gib']:.0f}", f"{r['bandwidth_gb_s']:.0f}", *(f"{r['tflops'][k]:g}" for k in ("fp32", "tf32", "fp16", "bf16"))] for r in rows]
+    print_table(TextTable(headers, cells, set(range(2, len(headers)))))
     return 0

@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        note = f"  [unavailable: {r['install']}]" if not r["available"] else ""
-        print(f"{r['name']:<{width}}  {r['description']}{note}")
+    from tpme.reports.terminal import TextTable, print_table
+
+    cells = [[r["name"], r["kind"], r["description"] + (f" [unavailable: {r['install']}]" if not r["available"] else "")] for r in rows]
+    print_table(TextTable(["name", "kind", "description"], cells, failed_rows={i for i, r in enumerate(rows) if not r["available"]}))
     return 0

@@ -40,7 +40,6 @@ def count_method(scenario: Any, cfg: Any, name: str, options: dict[str, str]) ->
 
 def run(args: argparse.Namespace) -> int:
     from tpme.methods.registry import load_plugins, resolve_method_names
-    from tpme.reports.format import fmt_params
 
     scenario, cfg = scenario_config(args)
     load_plugins(args.plugin)
@@ -53,10 +52,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    ref = max(r["trainable_params"] for r in rows)
-    width = max(len(r["method"]) for r in rows + [{"method": "method"}])
-    print(f"{'method':<{width}}  {'trainable':>12}  {'total':>12}  {'% of max trainable':>18}")
-    for r in rows:
-        print(f"{r['method']:<{width}}  {r['trainable_params']:>12,}  {r['total_params']:>12,}  {100 * r['trainable_params'] / ref:>17.2f}%")
-    print(f"\n{scenario.name}, {scenario.describe(cfg)}; counted on the meta device (shapes only), the whole trained model ({fmt_params(ref)} = the largest)")
+    print(render(rows, f"{scenario.name}, {scenario.describe(cfg)}"))
     return 0
+
+
+def render(rows: list[dict[str, Any]], setting: str, colour: bool | None = None) -> str:
+    """Most trainable parameters first; exact counts, the share of the largest."""
+    from tpme.reports.format import fmt_params
+    from tpme.reports.terminal import TextTable
+    from tpme.reports.terminal import render as render_table
+
+    ref = max(r["trainable_params"] for r in rows) or 1
+    ordered = sorted(rows, key=lambda r: (-r["trainable_params"], r["method"]))
+    cells = [[r["method"], f"{r['trainable_params']:,}", f"{r['total_params']:,}", f"{100 * r['trainable_params'] / ref:.2f}"] for r in ordered]
+    note = f"{setting}; counted on the meta device (shapes only), the whole trained model ({fmt_params(ref)} = the largest)"
+    return render_table(TextTable(["method", "trainable", "total", "% of max trainable"], cells, {1, 2, 3}, [note]), colour)

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from tpme.cli.common import add_scenario_args, add_train_args, add_weights_arg, parse_method_opts, print_json, scenario_config
+from tpme.cli.common import add_require_idle_arg, add_scenario_args, add_train_args, add_weights_arg, parse_method_opts, print_json, require_idle, scenario_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result records (each with its tpme) as JSON on stdout; progress and failures go to stderr")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write the report (report/report.html, report.md, figures) at the end")
+    add_require_idle_arg(p)
     p.set_defaults(func=run)
 
 
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     opts = DriverOptions(Path(args.out) if args.out else Path(), "inprocess" if args.in_process else args.executor, args.ray_address, args.max_parallel, args.resume, args.retries, args.timeout, not args.quiet, command)
     validate(opts)  # every numeric option before any work
     scenario, cfg = scenario_config(args)
+    if resolve_device(cfg.train.device).type != "cuda" and weights.energy:
+        raise TpmeError(f"the energy weight is {weights.energy:g}, and this run is on the CPU, where no energy is measured", "give three weights a1,a2,a3, or run with --device cuda")
     if resolve_device(cfg.train.device).type != "cuda" and cfg.train.cuda_graphs == "on":
         raise TpmeError("--cuda-graphs on needs a CUDA device, and this run is on the CPU", "drop --cuda-graphs (auto captures where it can) or run with --device cuda")
     load_plugins(args.plugin)
@@ -68,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     options = parse_method_opts(args.method_opt, names)
     for name in names:
         scenario.check_method(get_method(name, options[name]))  # bad options or a method of another task fail here, before any cell runs
+    if args.require_idle:
+        require_idle({resolve_device(cfg.train.device).type})
     out_dir = opts.out_dir = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}"
     plan = Plan("run", run_cells(scenario, cfg, [(n, options[n]) for n in names], args.repeats), args.plugin, args.cache_dir, args.estimate,
                 resume_hint=" ".join(["tpme", "run", *[a for a in sys.argv[2:] if a != "--resume"], "--resume"]))

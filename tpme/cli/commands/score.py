@@ -50,18 +50,18 @@ def list_weights(as_json: bool) -> int:
     if as_json:
         print_json([{"name": n, "weights": list(w), "use": WEIGHT_PRESET_USES.get(n, "")} for n, w in WEIGHT_PRESETS.items()])
         return 0
-    width = max(len(n) for n in WEIGHT_PRESETS)
-    for n, w in WEIGHT_PRESETS.items():
-        print(f"{n:<{width}}  {','.join(f'{x:.3g}' for x in w):<17}  {WEIGHT_PRESET_USES.get(n, '')}")
+    from tpme.reports.terminal import TextTable, print_table
+
+    cells = [[n, *(f"{x:.3g}" for x in w), WEIGHT_PRESET_USES.get(n, "")] for n, w in WEIGHT_PRESETS.items()]
+    print_table(TextTable(["preset", "a1 (time)", "a2 (params)", "a3 (memory)", "use"], cells, {1, 2, 3}))
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from tpme.results.aggregate import check_one_configuration
-    from tpme.results.store import load_records
     from tpme.metrics.aggregate import entries_from_records
     from tpme.metrics.tpme import Weights, score
-    from tpme.reports.format import fmt_bytes, fmt_params, fmt_seconds
+    from tpme.results.store import load_records
 
     if args.list_weights:
         return list_weights(args.json)
@@ -71,23 +71,47 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if not path.exists():
         raise TpmeError(f"{path} does not exist", "give a results.jsonl, a run directory or a CSV")
-    if path.suffix.lower() == ".csv":
-        entries = read_csv(path)
-    else:
-        records = load_records(path)
+    records = None if path.suffix.lower() == ".csv" else load_records(path)
+    if records is not None:
         check_one_configuration(records)  # repeats are combined by median, configurations never
-        entries = entries_from_records(records)
+    entries = read_csv(path) if records is None else entries_from_records(records)
     if not entries:
         raise TpmeError(f"{path}: no completed (status ok) results to score")
     scores = sorted(score(entries, weights), key=lambda s: (s.rank, s.method))
     if args.json:
-        print_json([{"method": s.method, "tpme": s.tpme, "t_norm": s.t_norm, "p_norm": s.p_norm, "m_norm": s.m_norm, "rank": s.rank} for s in scores])
+        print_json([{"method": s.method, "tpme": s.tpme, "t_norm": s.t_norm, "p_norm": s.p_norm, "m_norm": s.m_norm, "e_norm": s.e_norm, "rank": s.rank} for s in scores])
         return 0
-    by_name = {e.method: e for e in entries}
-    width = max(len(s.method) for s in scores)
-    print(f"{'method':<{width}}  {'epoch (s)':>9}  {'params':>9}  {'memory':>10}  {'t':>5}  {'p':>5}  {'m':>5}  {'TPME':>6}  rank")
-    for s in scores:
-        e = by_name[s.method]
-        print(f"{s.method:<{width}}  {fmt_seconds(e.epoch_time_s):>9}  {fmt_params(e.trainable_params):>9}  {fmt_bytes(e.peak_memory):>10}  {s.t_norm:5.3f}  {s.p_norm:5.3f}  {s.m_norm:5.3f}  {s.tpme:6.3f}  {s.rank}")
-    print(f"\nweights: time {weights.time:g}, parameters {weights.params:g}, memory {weights.memory:g}; lower TPME is better")
+    print(render(scores, entries, weights, records))
     return 0
+
+
+def render(scores: list, entries: list, weights, records: list | None = None, colour: bool | None = None) -> str:
+    """Units in the headers, the reports' marks on epoch time and memory (records only)."""
+    from tpme.reports.format import byte_unit, count_unit, fmt_seconds
+    from tpme.reports.summary import summarise
+    from tpme.reports.table import TIME_MARK, MEMORY_MARK
+    from tpme.reports.terminal import TextTable
+    from tpme.reports.terminal import render as render_table
+
+    rows = {r.label: r for r in summarise(records, weights).rows} if records else {}
+    by_name = {e.method: e for e in entries}
+    pu, mu = count_unit(e.trainable_params for e in entries), byte_unit(e.peak_memory for e in entries)
+    energy = any(e.energy_j is not None for e in entries)
+    headers = ["method", "epoch time (s)", pu.header("trainable params"), mu.header("peak memory"), *(["energy (J)"] if energy else []), "t", "p", "m",
+               *(["e"] if energy else []), "TPME", "rank"]
+    cells = []
+    for s in scores:
+        e, row = by_name[s.method], rows.get(s.method)
+        tmark = TIME_MARK.get(row.epoch_time_source or "", "?") if row else ""
+        mmark = MEMORY_MARK.get(row.memory_kind or "", "") if row else ""
+        cells.append([
+            s.method, fmt_seconds(e.epoch_time_s) + tmark, pu.cell(e.trainable_params), mu.cell(e.peak_memory) + mmark,
+            *([f"{e.energy_j:.1f}" if e.energy_j is not None else "-"] if energy else []), f"{s.t_norm:.3f}", f"{s.p_norm:.3f}", f"{s.m_norm:.3f}",
+            *([f"{s.e_norm:.3f}" if s.e_norm is not None else "-"] if energy else []), f"{s.tpme:.3f}", str(s.rank),
+        ])
+    notes = [weights.describe() + "; lower TPME is better."]
+    if rows:
+        from tpme.reports.table import mark_notes
+
+        notes += mark_notes(list(rows.values()))
+    return render_table(TextTable(headers, cells, set(range(1, len(headers))), notes), colour)

@@ -43,19 +43,18 @@ def run(args: argparse.Namespace) -> int:
     w = weights.as_tuple()
     print(f"grid: step {sens.step:g}, {len(sens.grid)} weight triples (a1 time, a2 parameters, a3 memory)")
     print(f"lowest TPME at the chosen weights ({w[0]:g}, {w[1]:g}, {w[2]:g}): {' = '.join(sens.chosen_winners)}")
-    print("\nshare of the simplex where each method has the lowest TPME:")
-    width = max(len(m) for m in sens.methods)
-    for m, s in sorted(sens.shares.items(), key=lambda kv: -kv[1]):
-        print(f"  {m:<{width}}  {100 * s:5.1f}%")
+    from tpme.reports.terminal import TextTable, render
+
+    shares = [[m, f"{100 * s:.1f}"] for m, s in sorted(sens.shares.items(), key=lambda kv: -kv[1])]
+    print("\n" + render(TextTable(["method", "share of the simplex where lowest (%)"], shares, {1})))
     print(f"\nrank stability against the chosen weights: Kendall tau mean {sens.tau_mean:.3f}, min {sens.tau_min:.3f}; "
           f"identical ranking at {100 * sens.identical_share:.1f}% of the grid")
     summary = sens.boundary_summary()
     if not summary:
         print("\nthe winner is the same everywhere on the simplex")
     else:
-        print("\nwhere the winner changes (nearest boundary point to the chosen weights; --json lists every crossing):")
-        for b in summary:
-            near = ", ".join(f"{x:.3f}" for x in b["nearest"])
-            print(f"  {b['between'][0]} | {b['between'][1]}: {b['edges']} grid edge(s), nearest at ({near}), L1 distance {b['distance_l1']:.3f}")
+        cells = [[b["between"][0], b["between"][1], str(b["edges"]), *(f"{x:.3f}" for x in b["nearest"]), f"{b['distance_l1']:.3f}"] for b in summary]
+        print("\n" + render(TextTable(["winner", "neighbour", "grid edges", "nearest a1", "nearest a2", "nearest a3", "L1 distance"], cells, {2, 3, 4, 5, 6},
+                                      title="where the winner changes (the boundary point nearest the chosen weights; --json lists every crossing)")))
     print("\nties: methods within 1e-9 of the lowest TPME share a point; it counts 1/k towards each of the k tied methods")
     return 0

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tpme.cli.common import add_require_idle_arg
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -24,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="sweep directory (default: runs/sweep-<spec name>)")
     p.add_argument("--json", action="store_true", help="print the final records of the sweep's cells as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_require_idle_arg(p)
     p.set_defaults(func=run)
 
 
@@ -43,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
     opts.out_dir = Path(args.out) if args.out else Path("runs") / f"sweep-{safe_name(spec.name)}"
     resume = f"tpme sweep {spec.path} --out {opts.out_dir} --resume" + (" --executor ray" if args.executor == "ray" else "")
     plan = Plan(f"sweep {spec.name}", spec.cells(), spec.plugins, spec.cache_dir, spec_path=spec.path, resume_hint=resume)
+    if args.require_idle:
+        from tpme.cli.common import require_idle
+        from tpme.device import resolve_device
+
+        require_idle({resolve_device(c.config.train.device).type for c in plan.cells})
     outcome = drive(plan, opts)
     if outcome.interrupted:
         return 130
