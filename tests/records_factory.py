@@ -34,9 +34,11 @@ def record(
         provenance=Provenance(
             versions={"python": "3.11.7", "tpme": "0.1.0", "torch": "2.13.0+cpu"}, device={"type": "cpu", "name": device},
             git_commit="abc123", command=["tpme", "run", "--preset", "ci"], host="test", platform="Linux-6.1-x86_64-with-glibc2.36", timestamp="2026-01-01T00:00:00Z",
+            seed=config["train"]["seed"] + repeat, host_state={"busy": False, "reasons": []},
         ),
         timing=Timing(steps=4, warmup_steps=1, stats=_stats(steps) if ok else {}, step_times_s=steps if ok else [],
-                      breakdown_median_s={"data": t / 80, "forward": t / 32, "backward": t / 16, "optimizer": t / 40} if ok else {}),
+                      breakdown_median_s={"data": t / 80, "forward": t / 32, "backward": t / 16, "optimizer": t / 40} if ok else {},
+                      median_ci_s=[t / 8 * 0.95, t / 8 * 1.08] if ok else [], epoch_time_ci_s=[t * 0.95, t * 1.08] if ok else [], ci_level=0.95 if ok else None),
         memory=Memory(cpu_tensor_peak_bytes=int(m)) if ok else Memory(),
         quality=Quality(quality, _evaluation(hr, ndcg) if quality else {}), estimate=None if estimate is None else Estimate.from_dict(estimate),
         execution=execution or EXECUTION, data=dict(DATA), losses={"first": 3.7, "last": 3.1} if ok else {},
