@@ -215,11 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="run directory for the method cells")
     ap.add_argument("--all-methods", action="store_true", help="measure every registered method (results.jsonl and a report in --out), not only fft, iisan and iisan-cached")
     ap.add_argument("--predict-gpu", default="h200", help="GPU of the estimate printed beside the measured ratios (tpme estimate --list-gpus)")
+    ap.add_argument("--protocol", choices=["tpme", "official"], default="tpme", help="the recommendation protocol (default tpme: these ratios and goals are about "
+                    "tpme's implementation; the paper preset alone would mean the official one)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     ap.add_argument("--json-out", metavar="FILE", help="also write the JSON to FILE (the table still prints)")
     args = ap.parse_args(argv)
 
-    cfg = preset(args.preset).replace(device=args.device, **({"steps": args.steps} if args.steps else {}))
+    cfg = preset(args.preset).replace(device=args.device, protocol=args.protocol, **({"steps": args.steps} if args.steps else {}))
     device = resolve_device(cfg.train.device)
     on_gpu_paper = device.type == "cuda" and cfg.preset == "paper"
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="tpme-ratios-"))
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     for method in (m.strip() for m in args.overhead_methods.split(",") if m.strip()):
         ratios += loop_overheads(cfg, bundle, method, cfg.train.steps or 8, args.rounds)
     ratios += cache_build_speed(cfg, bundle)
-    ratios += predicted_ratios(cfg if cfg.preset == "paper" else preset("paper").replace(device=args.device), args.predict_gpu)
+    ratios += predicted_ratios(cfg if cfg.preset == "paper" else preset("paper").replace(device=args.device, protocol=args.protocol), args.predict_gpu)
 
     device_name = records[0]["provenance"]["device"].get("name") if records and records[0].get("provenance") else str(device)
     doc = {"preset": cfg.preset, "device": device_name, "out": str(out_dir), "ratios": [asdict(r) for r in ratios]}

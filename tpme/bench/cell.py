@@ -68,7 +68,7 @@ def empty_record(spec: CellSpec) -> Record:
     train = spec.config.get("train", {})
     return Record(
         method=spec.method, scenario=spec.scenario, cell_key=spec.key, method_options=dict(spec.options), repeat=spec.repeat,
-        seed=spec.seed, preset=spec.config.get("preset"), precision=train.get("precision"), config=spec.config,
+        seed=spec.seed, preset=spec.config.get("preset"), protocol=spec.config.get("protocol", "tpme"), precision=train.get("precision"), config=spec.config,
         provenance=Provenance(timestamp=iso_now(), seed=spec.seed),
     )
 

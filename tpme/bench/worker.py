@@ -1,4 +1,5 @@
-"""Entry point of a cell's own process: `python -m tpme.bench.worker SPEC.json RESULT.json`.
+"""Entry point of a cell's own process: `python -m tpme.bench.worker SPEC.json RESULT.json [LIFELINE_FD]`
+(a fresh interpreter), or `main` called in a child the preloaded worker forked (tpme.bench.forkserver).
 
 Every outcome becomes a record: ok, oom (an allocator's failure, with the memory at failure) or error (with
 the traceback's last line and the full text in the record). The result file is written
@@ -9,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
 import torch
 
+from tpme.bench import lifeline
 from tpme.bench.cell import CellSpec, empty_record, run_cell
 from tpme.results.record import Memory, Record
 
@@ -48,18 +51,31 @@ def write_atomic(path: str | Path, record: Record) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str]) -> int:
-    spec_path, result_path = argv
+def _stamped(record: Record, launch: str, start: float) -> Record:
+    """The record with how its process started and the seconds the cell spent in it."""
+    data = record.to_dict()
+    data.setdefault("provenance", {})["launch"] = {"mode": launch, "cell_s": time.perf_counter() - start}
+    return Record.from_dict(data, f"record of cell {record.cell_key}")
+
+
+def main(argv: list[str], launch: str = "fresh") -> int:
+    """Run the cell and write its record. With LIFELINE_FD the cell dies with its launcher and then
+    removes the spec file's folder (which the launcher made for this cell alone). `launch` (fresh or
+    preloaded) and the seconds spent here go into the record's provenance, so the launch overhead
+    (the caller's wall time minus `cell_s`) can be measured."""
+    spec_path, result_path, *rest = argv
+    if rest:
+        lifeline.watch(int(rest[0]), Path(spec_path).parent)
+    start = time.perf_counter()
     spec = CellSpec.from_json(Path(spec_path).read_text())
     try:
         record = run_cell(spec, on_step=lambda: print(".", end="", file=sys.stderr, flush=True))
     except BaseException as exc:  # every failure is a result, Ctrl-C included
-        record = failure_record(spec, exc)
-        write_atomic(result_path, record)
+        write_atomic(result_path, _stamped(failure_record(spec, exc), launch, start))
         if isinstance(exc, KeyboardInterrupt):
             raise
         return 1
-    write_atomic(result_path, record)
+    write_atomic(result_path, _stamped(record, launch, start))
     return 0
 
 

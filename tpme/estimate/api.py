@@ -54,6 +54,7 @@ def estimate_records(scenario: Scenario, cfg: Any, method: str, options: dict[st
     """One record per GPU for one method at `cfg` (the step is estimated once)."""
     m = get_method(method, options)
     scenario.check_method(m)
+    cfg = scenario.config_for_method(cfg, method)
     est = estimate_step(scenario, cfg, m, data, target="cuda")
     base = {"method": method, "method_options": options, "scenario": scenario.name, "preset": cfg.preset, scenario.model_option: getattr(cfg, scenario.model_option),
             "precision": cfg.train.precision, "batch_size": cfg.train.batch_size, **step_record(est)}

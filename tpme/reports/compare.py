@@ -113,6 +113,9 @@ def device_name(record: Record) -> str | None:
 
 def mismatches(baseline: list[Record], candidate: list[Record]) -> list[str]:
     out = []
+    bp, cp = sorted({r.protocol for r in baseline}), sorted({r.protocol for r in candidate})
+    if bp != cp:
+        out.append(f"protocols differ: baseline {', '.join(bp)}; candidate {', '.join(cp)} (the official IISAN code's workload and settings are not tpme's)")
     bd, cd = sorted({str(device_name(r)) for r in baseline}), sorted({str(device_name(r)) for r in candidate})
     if bd != cd:
         out.append(f"devices differ: baseline {', '.join(bd)}; candidate {', '.join(cd)}")

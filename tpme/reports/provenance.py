@@ -23,6 +23,7 @@ class Provenance:
     configs: list[dict[str, Any]]
     sources: list[dict[str, Any]]  # per label: epoch time and memory sources
     failures: list[dict[str, Any]] = field(default_factory=list)
+    protocols: list[str] = field(default_factory=list)  # tpme | official (the recommendation scenario's)
 
     def items(self) -> list[tuple[str, str]]:
         """Key/value lines for the report's provenance section."""
@@ -33,6 +34,7 @@ class Provenance:
             ("versions", vers or "-"),
             ("command line", " | ".join(self.commands) or "-"),
             ("preset", ", ".join(self.presets) or "-"),
+            ("protocol", ", ".join(self.protocols) or "-"),
             ("git commit", ", ".join(self.commits) or "-"),
             ("host", ", ".join(self.hosts) or "-"),
         ]
@@ -42,6 +44,9 @@ class Provenance:
         out = []
         if len(self.devices) > 1:
             out.append(f"These results come from {len(self.devices)} devices ({'; '.join(self.devices)}): rows measured on different hardware are not comparable.")
+        if len(self.protocols) > 1:
+            out.append(f"These results mix protocols ({', '.join(self.protocols)}): the official IISAN code's workload, learning rates and evaluation "
+                       "differ from tpme's, so rows of different protocols are not comparable.")
         if len(self.configs) > 1:
             out.append(f"These results use {len(self.configs)} different configurations (see Configuration below).")
         return out
@@ -86,4 +91,5 @@ def collect(records: list[Record], summary: Summary, inputs: list[str]) -> Prove
         configs=[json.loads(c) for c in configs],
         sources=sources,
         failures=failures,
+        protocols=_unique([r.protocol for r in records]),
     )

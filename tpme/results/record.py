@@ -328,6 +328,7 @@ class Record:
     device: str | None = None
     precision: str | None = None
     preset: str | None = None
+    protocol: str = "tpme"  # the workload/settings protocol (recommendation: tpme | official); records before it: tpme
     timing: Timing = field(default_factory=Timing)
     memory: Memory = field(default_factory=Memory)
     execution: dict[str, Any] = field(default_factory=dict)
@@ -414,7 +415,7 @@ class Record:
             steps_per_epoch=r.number("steps_per_epoch", True), trainable_params=r.number("trainable_params", True),
             total_params=r.number("total_params", True), adapter_bytes=r.number("adapter_bytes", True), peak_memory_bytes=r.number("peak_memory_bytes", True),
             memory_source=r.text("memory_source"), prepare_time_s=r.number("prepare_time_s"), device=r.text("device"),
-            precision=r.text("precision"), preset=r.text("preset"), timing=Timing.read(r.sub("timing")), memory=Memory.read(r.sub("memory")),
+            precision=r.text("precision"), preset=r.text("preset"), protocol=r.text("protocol", "tpme") or "tpme", timing=Timing.read(r.sub("timing")), memory=Memory.read(r.sub("memory")),
             execution=r.obj("execution"), quality=_quality_v1(r) if schema == SCHEMA_V1 else Quality.read(r.sub("quality")),
             estimate=None if estimate is None else Estimate.from_dict(r.obj("estimate"), f"{where}: estimate"),
             provenance=Provenance.read(r.sub("provenance")), data=r.obj("data"), config=r.obj("config"), losses=r.obj("losses"),

@@ -165,6 +165,11 @@ class Scenario:
         meta=True builds shapes only (meta device, no weight init, no weights read)."""
         raise NotImplementedError
 
+    def config_for_method(self, cfg: Any, method: str) -> Any:
+        """The config one method runs at (a protocol may give a method its own settings, e.g.
+        the official IISAN batch size); every cell, estimate and count asks this."""
+        return cfg
+
     def optimizer(self, cfg: Any, model: nn.Module, fused: bool) -> torch.optim.Optimizer:
         """The optimizer the harness trains with (and the estimate builds)."""
         raise NotImplementedError

@@ -95,7 +95,7 @@ def make_executor(opts: DriverOptions, cells: list[Cell]) -> Executor:
     if opts.executor == "ray":
         from tpme.sweep.executors.ray import RayExecutor
 
-        return RayExecutor(opts.ray_address, opts.max_parallel, opts.timeout_s, cpu_only)
+        return RayExecutor(opts.ray_address, opts.max_parallel, opts.timeout_s, cpu_only, opts.out_dir / "logs")
     if opts.executor == "inprocess":
         from tpme.sweep.executors.inprocess import InProcessExecutor
 

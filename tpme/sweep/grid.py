@@ -33,6 +33,7 @@ class Cell:
 
 
 def make_cell(scenario: Scenario, method: str, options: dict[str, str], config: Any, repeat: int, axes: dict[str, Any]) -> Cell:
+    config = scenario.config_for_method(config, method)
     return Cell(cell_key(method, options, config.to_dict(), repeat), method, options, config, repeat, axes, scenario)
 
 

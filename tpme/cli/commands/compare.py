@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(over steps and repeats) must lie wholly above 1 + --threshold for `worse` (below 1 - threshold for `better`); "
         "TPME the same way on the interval of its absolute difference; such a change measured on a busy host (either side) is `inconclusive: busy host`, not a regression. Parameters, memory and quality metrics are compared exactly: "
         "a change must exceed --threshold, widened to the relative spread (max-min)/median of the repeats on either side. "
-        "Result sets from different devices or configurations are refused (exit 2) unless --force.",
+        "Result sets from different devices, configurations or protocols (official / tpme) are refused (exit 2) unless --force.",
     )
     p.add_argument("baseline", metavar="BASELINE", help="run directory or results.jsonl")
     p.add_argument("candidate", metavar="CANDIDATE", help="run directory or results.jsonl")
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             print_json({"comparable": False, "mismatches": problems, "forced": False})
         for m in problems:
             print(f"tpme: error: not comparable: {m}", file=sys.stderr)
-        print("tpme: fix: compare runs on the same device and configuration, or pass --force to compare anyway (flagged)", file=sys.stderr)
+        print("tpme: fix: compare runs on the same device, configuration and protocol, or pass --force to compare anyway (flagged)", file=sys.stderr)
         return EXIT_REFUSED
     result = compare(base, cand, threshold, weights)
     result.mismatches, result.forced = problems, bool(problems)

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         pcfg = cfg.replace(precision=precision)
         for name in names:
             t0 = time.perf_counter()
-            print(f"tpme: estimating {name} ({scenario.describe(pcfg)}, batch {pcfg.train.batch_size}, {precision}) ...", file=sys.stderr, end="", flush=True)
+            batch = scenario.config_for_method(pcfg, name).train.batch_size
+            print(f"tpme: estimating {name} ({scenario.describe(pcfg)}, batch {batch}, {precision}) ...", file=sys.stderr, end="", flush=True)
             try:
                 recs = estimate_records(scenario, pcfg, name, options[name], gpus, data)
                 rows += [{**r, "status": "ok"} for r in recs]

@@ -35,7 +35,7 @@ def count_method(scenario: Any, cfg: Any, name: str, options: dict[str, str]) ->
 
     method = get_method(name, options)
     scenario.check_method(method)
-    return count_params(scenario.assemble(cfg, method, meta=True).model)
+    return count_params(scenario.assemble(scenario.config_for_method(cfg, name), method, meta=True).model)
 
 
 def run(args: argparse.Namespace) -> int:

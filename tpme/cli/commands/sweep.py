@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from tpme.cli.common import add_require_idle_arg
 
@@ -27,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the final records of the sweep's cells as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_require_idle_arg(p)
+    p.add_argument("--protocol", choices=["official", "tpme"], help="the recommendation scenario's protocol for every cell, over the spec's `settings: protocol` "
+                   "(default: the spec's, else the preset's: official for paper)")
     p.set_defaults(func=run)
 
 
@@ -43,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
                          progress=not args.quiet, command=["tpme", "sweep", *sys.argv[2:]])
     validate(opts)  # numeric options before the spec is read
     spec = load_spec(args.spec)
+    if args.protocol is not None:
+        _set_protocol(spec, args.protocol)
     opts.out_dir = Path(args.out) if args.out else Path("runs") / f"sweep-{safe_name(spec.name)}"
-    resume = f"tpme sweep {spec.path} --out {opts.out_dir} --resume" + (" --executor ray" if args.executor == "ray" else "")
+    resume = f"tpme sweep {spec.path} --out {opts.out_dir} --resume" + (" --executor ray" if args.executor == "ray" else "") + (f" --protocol {args.protocol}" if args.protocol else "")
     plan = Plan(f"sweep {spec.name}", spec.cells(), spec.plugins, spec.cache_dir, spec_path=spec.path, resume_hint=resume)
     if args.require_idle:
         from tpme.cli.common import require_idle
@@ -64,6 +69,17 @@ def run(args: argparse.Namespace) -> int:
     bad = [r for r in records if not r.ok]
     print(f"tpme: {len(records)}/{outcome.cells} cell(s) recorded in {opts.out_dir}/results.jsonl, {len(bad)} not ok, {outcome.launched} attempt(s) run now", file=sys.stderr)
     return 0 if not bad and len(records) == outcome.cells else 1
+
+
+def _set_protocol(spec: Any, protocol: str) -> None:
+    """`--protocol` for every cell; refused where the spec sweeps the protocol or its scenario has none."""
+    from tpme.errors import TpmeError
+
+    if "protocol" in spec.config_axes:
+        raise TpmeError(f"{spec.path} sweeps the protocol as an axis, and --protocol would override it", "drop --protocol, or the protocol axis")
+    if "protocol" not in spec.scenario.config_class.field_types():
+        raise TpmeError(f"the {spec.scenario.name} scenario has no protocol", "drop --protocol")
+    spec.base = spec.base.replace(protocol=protocol)
 
 
 def safe_name(name: str) -> str:

@@ -22,7 +22,7 @@ class Iisan(Method):
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
         side, text_layers, image_layers = build_side(backbones, embed_dim, self.options)
-        return IisanTower(backbones, side, text_layers, image_layers)
+        return IisanTower(backbones, side, text_layers, image_layers, official=self.options.official)
 
 
 @register_method("iisan-cached", "IISAN side networks fed from a one-off cache of the used layers' [CLS] states; no backbone in training")
@@ -32,13 +32,17 @@ class IisanCached(Method):
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
         side, text_layers, image_layers = build_side(backbones, embed_dim, self.options)
-        return IisanCachedTower(side, text_layers, image_layers, backbones.text_hidden, backbones.image_hidden)
+        kept = backbones if self.options.official else None  # the official code keeps them on the device
+        return IisanCachedTower(side, text_layers, image_layers, backbones.text_hidden, backbones.image_hidden, kept)
 
     def prepare(self, tower: ItemTower, ctx: PrepareContext) -> dict[str, Any]:
         assert isinstance(tower, IisanCachedTower)
         spec = hidden_cache.BuildSpec(tower.text_layers, tower.image_layers, storage_dtype(self.options.cache_dtype, ctx.precision), ctx.precision, self.options.cache_batch_size)
         arrays, info = hidden_cache.ensure(ctx.cache_dir, ctx.backbones, ctx.bundle, ctx.features, spec, ctx.device, ctx.progress)
-        text, image = (hidden_cache.place(arrays[m], ctx.device) for m in hidden_cache.MODALITIES)
+        if self.options.official:  # the official run reads the states from files every step, never device-resident
+            text, image = arrays["text"], arrays["image"]
+        else:
+            text, image = (hidden_cache.place(arrays[m], ctx.device) for m in hidden_cache.MODALITIES)
         tower.install(text, image)
         info["resident"] = {"text": str(text.device), "image": str(image.device)}
         return info

@@ -25,6 +25,11 @@ class IisanOptions:
     stride: int = 2  # use hidden states 0, stride, 2*stride, ..., L
     layers: tuple[int, ...] = ()  # explicit hidden-state indices for both backbones (overrides stride)
     bottleneck: int = 64
+    # the official code's build (set by the recommendation scenario's official protocol): SAN blocks
+    # normal(0, 0.01) with zero biases, per-network heads and gates (each trained at its own rate),
+    # uncached: backbones in train mode and every used layer's full hidden states kept until backward;
+    # cached: both frozen backbones kept on the device, the cache read from host memory every step
+    official: bool = False
 
     def __post_init__(self) -> None:
         if self.bottleneck < 1:

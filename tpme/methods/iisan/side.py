@@ -43,6 +43,14 @@ class StackedSAN(nn.Module):
         self.up_weight = nn.Parameter(_linear_init((steps, networks, bottleneck, dim), bottleneck))
         self.up_bias = nn.Parameter(_linear_init((steps, networks, 1, dim), bottleneck))
 
+    def official_init(self) -> None:
+        """The official SAN blocks: weights normal(0, 0.01), biases zero (each starts near identity)."""
+        with torch.no_grad():
+            for w in (self.down_weight, self.up_weight):
+                nn.init.normal_(w, std=0.01)
+            for b in (self.down_bias, self.up_bias):
+                nn.init.zeros_(b)
+
     def blocks(self, dtype: torch.dtype) -> list[tuple[torch.Tensor, ...]]:
         """Per step (down_w, down_b, up_w, up_b), each [networks, ...], in the compute dtype."""
         parts = [p.to(dtype).unbind(0) for p in (self.down_weight, self.down_bias, self.up_weight, self.up_bias)]
@@ -93,16 +101,23 @@ class SideNetworks(nn.Module):
       inter s_m = SAN(s_m + lerp(P(h_t), h_v, g_m))  (P maps text to the image width)
     """
 
-    def __init__(self, text_dim: int, image_dim: int, steps: int, bottleneck: int, embed_dim: int):
+    def __init__(self, text_dim: int, image_dim: int, steps: int, bottleneck: int, embed_dim: int, per_network: bool = False):
         super().__init__()
         self.steps = steps
         self.shared = text_dim == image_dim
         widths = [image_dim] if self.shared else [text_dim, image_dim]
         rows = [3] if self.shared else [1, 2]
         self.sans = nn.ModuleList(StackedSAN(n, steps, d, bottleneck) for n, d in zip(rows, widths))
-        self.heads = nn.ModuleList(StackedHeads(n, d, embed_dim) for n, d in zip(rows, widths))
+        self.per_network = per_network
+        if per_network:  # one head and one gate row per network, so each can train at its own rate
+            self.heads = nn.ModuleList(StackedHeads(1, d, embed_dim) for d in (text_dim, image_dim, image_dim))
+            self.gate_rows = nn.ParameterList(nn.Parameter(torch.zeros(1, steps)) for _ in range(3))
+            for san in self.sans:
+                san.official_init()
+        else:
+            self.heads = nn.ModuleList(StackedHeads(n, d, embed_dim) for n, d in zip(rows, widths))
+            self.gate_theta = nn.Parameter(torch.zeros(3, steps))  # rows: text-intra, image-intra, inter
         self.text_to_inter = nn.Identity() if self.shared else nn.Linear(text_dim, image_dim)
-        self.gate_theta = nn.Parameter(torch.zeros(3, steps))  # rows: text-intra, image-intra, inter
         self.fuse = nn.Linear(3 * embed_dim, embed_dim)
 
     def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -111,7 +126,8 @@ class SideNetworks(nn.Module):
         state_dtype = torch.promote_types(text.dtype, image.dtype)
         h_t, h_v = text.transpose(0, 1).to(state_dtype), image.transpose(0, 1).to(state_dtype)  # [steps, N, d]
         h_m = self.text_to_inter(h_t).to(h_v.dtype)
-        gates = torch.sigmoid(self.gate_theta / GATE_TEMPERATURE).T[..., None, None].unbind(0)  # per step [3, 1, 1]
+        theta = torch.cat(list(self.gate_rows)) if self.per_network else self.gate_theta
+        gates = torch.sigmoid(theta / GATE_TEMPERATURE).T[..., None, None].unbind(0)  # per step [3, 1, 1]
         # per group: the states lerp moves towards (targets) and the inter network's other end
         if self.shared:
             targets = [torch.stack([h_t, h_v, h_v], dim=1).unbind(0)]
@@ -130,11 +146,15 @@ class SideNetworks(nn.Module):
                 if inter:  # + s_m on the last row; padding instead of an in-place add keeps the backward copy-free
                     x = x + F.pad(s[-1:], (0, 0, 0, 0, len(s) - 1, 0))
                 states[i] = san.apply(blocks[i][k], x)
-        outs = torch.cat([head(s, dtype) for head, s in zip(self.heads, states)])  # [3, N, e]
+        if self.per_network:
+            rows = [row[None] for s in states for row in s]  # text, image, inter
+            outs = torch.cat([head(row, dtype) for head, row in zip(self.heads, rows)])
+        else:
+            outs = torch.cat([head(s, dtype) for head, s in zip(self.heads, states)])  # [3, N, e]
         return self.fuse(outs.transpose(0, 1).reshape(text.shape[0], -1))
 
 
 def build_side(backbones: Backbones, embed_dim: int, o: IisanOptions) -> tuple[SideNetworks, list[int], list[int]]:
     text_layers, image_layers = layer_schedule(backbones.text.config.num_hidden_layers, backbones.image.config.num_hidden_layers, o)
-    side = SideNetworks(backbones.text_hidden, backbones.image_hidden, len(text_layers), o.bottleneck, embed_dim)
+    side = SideNetworks(backbones.text_hidden, backbones.image_hidden, len(text_layers), o.bottleneck, embed_dim, per_network=o.official)
     return side, text_layers, image_layers

@@ -12,14 +12,15 @@ from tpme.models.backbones import Backbones
 from tpme.models.item_tower import ItemTower
 
 
-def cls_states(model: nn.Module, layers: list[int], **inputs: torch.Tensor) -> torch.Tensor:
+def cls_states(model: nn.Module, layers: list[int], keep: list[torch.Tensor] | None = None, **inputs: torch.Tensor) -> torch.Tensor:
     """[N, len(layers), d]: the [CLS] vector of the chosen hidden states, no autograd graph.
 
     Forward hooks copy out only the [CLS] rows as each layer finishes, so a layer's full
     output is freed as soon as the next layer has read it; asking the model for
     `output_hidden_states` would keep every layer's [N, tokens, d] alive until the end
     (about 1.4 GB for ViT-base on a 352-item batch in fp16). Index 0 is the embedding
-    output and l the output of layer l, as in `hidden_states`.
+    output and l the output of layer l, as in `hidden_states`. `keep`: a list that receives
+    each used layer's full output (the official code holds them until backward).
     """
     blocks = [model.embeddings, *_layer_list(model)]
     captured: dict[int, torch.Tensor] = {}
@@ -28,6 +29,8 @@ def cls_states(model: nn.Module, layers: list[int], **inputs: torch.Tensor) -> t
         def hook(_module: nn.Module, _args: object, output: torch.Tensor | tuple) -> None:
             hidden = output[0] if isinstance(output, tuple) else output
             captured[index] = hidden[:, 0].clone()
+            if keep is not None:
+                keep.append(hidden)
 
         return hook
 
@@ -51,41 +54,65 @@ def _layer_list(model: nn.Module) -> nn.ModuleList:
 
 
 class IisanTower(ItemTower):
-    """Frozen backbones (eval mode, no_grad) feeding the side networks every step."""
+    """Frozen backbones (eval mode, no_grad) feeding the side networks every step.
+
+    `official`: as the official code runs it, the backbones follow the model's train/eval
+    mode (dropout on the states the side networks read) and every used layer's full hidden
+    states stay alive until the backward pass reaches the tower (its gate products save
+    views of whole layer outputs), which is what its memory measured.
+    """
 
     needs = frozenset({TEXT, IMAGE})
 
-    def __init__(self, backbones: Backbones, side: SideNetworks, text_layers: list[int], image_layers: list[int]):
+    def __init__(self, backbones: Backbones, side: SideNetworks, text_layers: list[int], image_layers: list[int], official: bool = False):
         super().__init__()
         self.text = backbones.text.requires_grad_(False)
         self.image = backbones.image.requires_grad_(False)
         self.side = side
         self.text_layers, self.image_layers = text_layers, image_layers
+        self.official = official
 
     def train(self, mode: bool = True) -> "IisanTower":
         super().train(mode)
-        self.text.eval()
-        self.image.eval()
+        if not self.official:
+            self.text.eval()
+            self.image.eval()
         return self
 
     def forward(self, items: ItemBatch) -> torch.Tensor:
-        text = cls_states(self.text, self.text_layers, input_ids=items.input_ids, attention_mask=items.attention_mask)
-        image = cls_states(self.image, self.image_layers, pixel_values=items.pixels)
-        return self.side(text, image)
+        kept: list[torch.Tensor] | None = [] if self.official and torch.is_grad_enabled() else None
+        text = cls_states(self.text, self.text_layers, kept, input_ids=items.input_ids, attention_mask=items.attention_mask)
+        image = cls_states(self.image, self.image_layers, kept, pixel_values=items.pixels)
+        out = self.side(text, image)
+        if kept and out.requires_grad:
+            out.register_hook(lambda grad: kept.clear())
+        return out
 
 
 class IisanCachedTower(ItemTower):
-    """Side networks over cached states; reads nothing but item ids."""
+    """Side networks over cached states; reads nothing but item ids.
+
+    `kept_backbones`: the official code keeps both frozen backbones on the device although
+    training never runs them; given, they are held (frozen, in eval mode) so they go where
+    the model goes and count in its memory.
+    """
 
     needs = frozenset()
 
-    def __init__(self, side: SideNetworks, text_layers: list[int], image_layers: list[int], text_dim: int, image_dim: int):
+    def __init__(self, side: SideNetworks, text_layers: list[int], image_layers: list[int], text_dim: int, image_dim: int, kept_backbones: Backbones | None = None):
         super().__init__()
         self.side = side
+        self.kept_backbones = None if kept_backbones is None else nn.ModuleList([kept_backbones.text, kept_backbones.image]).requires_grad_(False).eval()
         self.text_layers, self.image_layers = text_layers, image_layers
         # placeholders until prepare() installs the cache
         self.register_buffer("text_cache", torch.zeros(0, len(text_layers), text_dim), persistent=False)
         self.register_buffer("image_cache", torch.zeros(0, len(image_layers), image_dim), persistent=False)
+
+    def train(self, mode: bool = True) -> "IisanCachedTower":
+        super().train(mode)
+        if self.kept_backbones is not None:
+            self.kept_backbones.eval()
+        return self
 
     def install(self, text: torch.Tensor, image: torch.Tensor) -> None:
         self.text_cache, self.image_cache = text, image

@@ -19,7 +19,7 @@ from tpme.methods.registry import Method, PrepareContext
 from tpme.results.record import Baseline
 from tpme.scenarios import register_scenario
 from tpme.scenarios.base import Assembly, DataShape, Scenario, TrainingSetup
-from tpme.scenarios.recommendation import arguments, data
+from tpme.scenarios.recommendation import arguments, data, protocol
 from tpme.scenarios.recommendation.config import PRESETS, RunConfig
 from tpme.scenarios.recommendation.evaluate import METRICS, popularity_baseline
 from tpme.scenarios.recommendation.model import assemble
@@ -46,7 +46,7 @@ class Recommendation(Scenario):
         return arguments.overrides(args)
 
     def describe(self, cfg: RunConfig) -> str:
-        return f"preset {cfg.preset}, backbone {cfg.backbone}, dataset {cfg.data.dataset}"
+        return f"preset {cfg.preset}, backbone {cfg.backbone}, dataset {cfg.data.dataset}, protocol {cfg.protocol}"
 
     def data_key(self, cfg: RunConfig) -> str:
         return data.data_key(cfg)
@@ -65,6 +65,9 @@ class Recommendation(Scenario):
 
     def assemble(self, cfg: RunConfig, method: Method, shape: DataShape | None = None, meta: bool = False) -> Assembly:
         return assemble(cfg, method, shape.sizes.get("items") if shape else None, meta)
+
+    def config_for_method(self, cfg: RunConfig, method: str) -> RunConfig:
+        return protocol.config_for_method(cfg, method)
 
     def optimizer(self, cfg: RunConfig, model: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
         return optimizer_for(cfg, model, fused)

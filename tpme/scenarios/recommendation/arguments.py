@@ -5,13 +5,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-DESTS = ("dataset", "items", "users", "images", "missing_images", "max_users", "backbone")
+DESTS = ("dataset", "items", "users", "images", "missing_images", "max_users", "backbone", "protocol")
 
 
 def add_arguments(p: argparse.ArgumentParser, data: bool = True) -> None:
     """`data=False`: the model options only (commands that never read a dataset)."""
     g = p.add_argument_group("recommendation scenario")
     g.add_argument("--backbone", help="tiny|small|base (random-init shapes) or TEXT_DIR,IMAGE_DIR of local Hugging Face models (default: the preset's)")
+    g.add_argument("--protocol", choices=["official", "tpme"], help="official: the official IISAN code's workload (every B x (L+1) slot), batch sizes, "
+                   "learning rates (--lr is then not used), initialisation, attention, DDP wrapping and evaluation masking; tpme: tpme's "
+                   "(default: official for --preset paper, tpme otherwise)")
     if not data:
         return
     g.add_argument("--dataset", help="synthetic[:tiny|small|medium|scientific] or a dataset directory (default: the preset's)")
@@ -25,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser, data: bool = True) -> None:
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Config fields from the options given (None: keep the preset's)."""
     out = {
-        "backbone": getattr(args, "backbone", None), "dataset": getattr(args, "dataset", None), "items_file": getattr(args, "items", None),
+        "backbone": getattr(args, "backbone", None), "protocol": getattr(args, "protocol", None), "dataset": getattr(args, "dataset", None), "items_file": getattr(args, "items", None),
         "users_file": getattr(args, "users", None), "images": getattr(args, "images", None), "missing_images": getattr(args, "missing_images", None),
         "max_users": getattr(args, "max_users", None),
     }

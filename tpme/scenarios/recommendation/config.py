@@ -9,9 +9,13 @@ from tpme.models.backbones import BackboneSpec
 from tpme.scenarios.config import ScenarioConfig, TrainConfig
 
 
+PROTOCOLS = ("tpme", "official")
+
+
 @dataclass(frozen=True)
 class RecTrainConfig(TrainConfig):
     embed_dim: int = 64  # e: item and user embedding width
+    iisan_batch_size: int | None = None  # official protocol: IISAN's own batch (the official scripts use 64); None: batch_size
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,7 @@ class RunConfig(ScenarioConfig):
     """Everything a cell needs besides the method."""
 
     backbone: str = "small"  # tiny|small|base or TEXT_DIR,IMAGE_DIR
+    protocol: str = "tpme"  # tpme | official (the official IISAN code's workload, hyperparameters and evaluation; protocol.py)
     data: DataConfig = field(default_factory=DataConfig)
     train: RecTrainConfig = field(default_factory=RecTrainConfig)
 
@@ -26,6 +31,10 @@ class RunConfig(ScenarioConfig):
         super().validate()
         if self.train.embed_dim < 1:
             raise TpmeError("embed_dim must be at least 1")
+        if self.protocol not in PROTOCOLS:
+            raise TpmeError(f"unknown protocol {self.protocol!r}", f"use one of {', '.join(PROTOCOLS)}")
+        if self.train.iisan_batch_size is not None and self.train.iisan_batch_size < 1:
+            raise TpmeError("iisan_batch_size must be at least 1")
         self.data.validate()
         BackboneSpec.parse(self.backbone)
 
@@ -45,12 +54,14 @@ PRESETS: dict[str, RunConfig] = {
         data=DataConfig(dataset="synthetic:small", max_seq_len=10, text_len=30),
         train=RecTrainConfig(batch_size=16, steps=8, warmup_steps=2, memory_steps=1),
     ),
-    # DESIGN section 2: BERT-base + ViT-base/16-224, Scientific-sized data, batch 32, fp16
+    # DESIGN section 2: BERT-base + ViT-base/16-224, Scientific-sized data, batch 32 (IISAN 64), fp16,
+    # under the official code's protocol unless --protocol tpme
     "paper": RunConfig(
         preset="paper",
         backbone="base",
+        protocol="official",
         data=DataConfig(dataset="synthetic:scientific", max_seq_len=10, text_len=30),
-        train=RecTrainConfig(batch_size=32, steps=30, warmup_steps=5, memory_steps=1, precision="fp16"),
+        train=RecTrainConfig(batch_size=32, steps=30, warmup_steps=5, memory_steps=1, precision="fp16", iisan_batch_size=64),
     ),
 }
 

@@ -3,7 +3,9 @@ targets, for a trained recommender and for the popularity baseline.
 
 Every item is embedded once per evaluation by the trained tower (eval mode, no_grad,
 batched); a user is the user encoder's state at the last position of their history;
-every item is scored, history items other than the target are masked.
+every item is scored, history items other than the target are masked. Under the
+official protocol a user's whole history is masked, the target included when it was
+bought before (the official code's `score[history] = -inf`): such a user is a certain miss.
 """
 from __future__ import annotations
 
@@ -23,13 +25,15 @@ from tpme.results.finite import NON_FINITE_FIX
 from tpme.results.quality import KNOWN
 from tpme.results.record import Baseline, QualityValue
 from tpme.scenarios.recommendation.model import Recommender
-from tpme.scenarios.recommendation.ranking import hit_ndcg, mask_history, target_ranks
+from tpme.scenarios.recommendation.protocol import OFFICIAL
+from tpme.scenarios.recommendation.ranking import hit_ndcg, mask_history, mask_whole_history, target_ranks
 
 K = 10
 SPLITS = ("valid", "test")
 ITEM_BATCH = 256
 USER_BATCH = 1024
 HISTORY_MASKING = "history items other than the target are masked; ties count half"
+OFFICIAL_MASKING = "the whole history is masked, a target bought before included (official protocol); ties count half"
 METRICS = (KNOWN[f"hr@{K}"], KNOWN[f"ndcg@{K}"])
 
 
@@ -39,8 +43,16 @@ def _histories(bundle: DataBundle, split: str) -> tuple[np.ndarray, np.ndarray]:
     return pad_left(hist, bundle.max_seq_len), target
 
 
-def _rank_all(score_batch: Callable[[torch.Tensor], torch.Tensor], hist: np.ndarray, target: np.ndarray, device: torch.device) -> dict[str, float]:
-    """HR@K and NDCG@K over all users; score_batch(histories [B, L]) -> scores [B, n_items + 1]."""
+def _whole_histories(bundle: DataBundle, split: str) -> np.ndarray:
+    """Every item a user had before the target (the official code's `users_history_for_*`)."""
+    drop = 2 if split == "valid" else 1
+    seqs = [s[:-drop] for s in bundle.sequences]
+    return pad_left(seqs, max((len(s) for s in seqs), default=1))
+
+
+def _rank_all(score_batch: Callable[[torch.Tensor], torch.Tensor], hist: np.ndarray, target: np.ndarray, device: torch.device, masked: np.ndarray | None = None) -> dict[str, float]:
+    """HR@K and NDCG@K over all users; score_batch(histories [B, L]) -> scores [B, n_items + 1].
+    `masked` [users, H]: items to mask whole (official protocol); None: the history but the target."""
     hits = ndcgs = 0.0
     for start in range(0, len(hist), USER_BATCH):
         h = torch.from_numpy(hist[start : start + USER_BATCH]).to(device)
@@ -49,7 +61,10 @@ def _rank_all(score_batch: Callable[[torch.Tensor], torch.Tensor], hist: np.ndar
         if not bool(torch.isfinite(raw).all()):
             bad = int((~torch.isfinite(raw)).sum())
             raise NonFiniteError(f"{bad} item score(s) are NaN or infinite: the model diverged", NON_FINITE_FIX)
-        scores = mask_history(raw, h, t)
+        if masked is None:
+            scores = mask_history(raw, h, t)
+        else:
+            scores = mask_whole_history(raw, torch.from_numpy(masked[start : start + USER_BATCH]).to(device))
         hit, ndcg = hit_ndcg(target_ranks(scores, t), K)
         hits += float(hit.sum())
         ndcgs += float(ndcg.sum())
@@ -69,12 +84,14 @@ class Evaluator:
     select = METRICS[0]  # early stopping follows validation HR@10
     info = {"k": K, "masking": HISTORY_MASKING}
 
-    def __init__(self, bundle: DataBundle, features: ItemFeatures, device: torch.device, precision: str):
+    def __init__(self, bundle: DataBundle, features: ItemFeatures, device: torch.device, precision: str, protocol: str = "tpme"):
         self.bundle = bundle
         self.features = features
         self.device = device
         self.precision = precision
         self.data = {split: _histories(bundle, split) for split in SPLITS}
+        self.masked = {split: _whole_histories(bundle, split) if protocol == OFFICIAL else None for split in SPLITS}
+        self.info = {"k": K, "masking": OFFICIAL_MASKING if protocol == OFFICIAL else HISTORY_MASKING}
 
     @torch.no_grad()
     def item_embeddings(self, model: Recommender) -> torch.Tensor:
@@ -87,7 +104,9 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, model: Recommender) -> dict[str, Any]:
-        """{valid: {...}, test: {...}, eval_time_s}; the model is left in train mode."""
+        """{valid: {...}, test: {...}, eval_time_s}; the model is left in train mode.
+        A DistributedDataParallel wrapper (official protocol) is looked through."""
+        model = getattr(model, "module", model)
         t0 = time.perf_counter()
         model.eval()
         try:
@@ -99,7 +118,7 @@ class Evaluator:
                     users = model.user_encoder(emb[hist] * valid[..., None], valid)[:, -1]
                 return users.float() @ emb.T
 
-            out: dict[str, Any] = {split: _rank_all(score, *self.data[split], self.device) for split in SPLITS}
+            out: dict[str, Any] = {split: _rank_all(score, *self.data[split], self.device, self.masked[split]) for split in SPLITS}
         finally:
             model.train()
         synchronize(self.device)
@@ -108,11 +127,14 @@ class Evaluator:
 
 
 def popularity_baseline(bundle: DataBundle) -> Baseline:
-    """Every user gets the items ranked by training-split popularity, history masked."""
+    """Every user gets the items ranked by training-split popularity, history masked; under
+    `official_masking` the same ranking evaluated as the official protocol masks (the data,
+    and so this baseline, is shared by both protocols)."""
     counts = torch.from_numpy(bundle.item_counts.astype(np.float64))
     device = torch.device("cpu")
-    details: dict[str, Any] = {"k": K, "masking": HISTORY_MASKING}
+    details: dict[str, Any] = {"k": K, "masking": HISTORY_MASKING, "official_masking": {"masking": OFFICIAL_MASKING}}
     for split in SPLITS:
         details[split] = _rank_all(lambda h: counts.expand(len(h), -1).clone(), *_histories(bundle, split), device)
+        details["official_masking"][split] = _rank_all(lambda h: counts.expand(len(h), -1).clone(), *_histories(bundle, split), device, _whole_histories(bundle, split))
     quality = {m.name: QualityValue(details["test"][m.name], m.higher_is_better, "test") for m in METRICS}
     return Baseline("popularity", quality, details)

@@ -13,6 +13,7 @@ from tpme.models.backbones import Backbones, BackboneSpec, build_from_config, im
 from tpme.models.item_tower import ItemTower
 from tpme.models.user_encoder import UserEncoder
 from tpme.scenarios.base import Assembly
+from tpme.scenarios.recommendation import protocol
 from tpme.scenarios.recommendation.config import RunConfig
 
 
@@ -53,17 +54,40 @@ def assemble(cfg: RunConfig, method: Method, n_items: int | None = None, meta: b
     meta=True: shapes only, on the meta device with no weight init and no weights read, and
     the method shapes what its `prepare` would create for `n_items` items (a cache).
     Real: local weights load where the backbone directories hold them.
+    Under the official protocol the backbones, the method's build and the initialisation
+    are the official code's (protocol.py).
     """
     spec = BackboneSpec.parse(cfg.backbone)
     e = cfg.train.embed_dim
+    official = protocol.is_official(cfg)
+    builder = _official_method(method) if official else method
     if meta:
         with torch.device("meta"):
             backbones = Backbones(build_from_config(text_config(spec)), build_from_config(image_config(spec)))
-            tower = method.build_tower(backbones, e)
+            model, tower = _build(builder, backbones, e, cfg, official)
             method.estimate_prepare(tower, n_items or 0, cfg.train.precision)
-            model = Recommender(tower, e, cfg.data.max_seq_len)
     else:
         backbones = Backbones.build(spec)
-        tower = method.build_tower(backbones, e)
-        model = Recommender(tower, e, cfg.data.max_seq_len)
+        model, tower = _build(builder, backbones, e, cfg, official)
     return Assembly(model, tower, {"backbones": backbones, "image_size": backbones.image_size})
+
+
+def _build(method: Method, backbones: Backbones, embed_dim: int, cfg: RunConfig, official: bool) -> tuple[Recommender, nn.Module]:
+    if official:
+        protocol.prepare_backbones(backbones)
+    tower = method.build_tower(backbones, embed_dim)
+    model = Recommender(tower, embed_dim, cfg.data.max_seq_len)
+    if official:
+        protocol.freeze_pooler(backbones, method.name)
+        protocol.initialise(model)
+    return model, tower
+
+
+def _official_method(method: Method) -> Method:
+    """The same method with its `official` option on (a copy; the caller's method is untouched)."""
+    options = protocol.official_options(method.options)
+    if options is method.options:
+        return method
+    official = type(method)(options)
+    official.name = method.name
+    return official

@@ -38,3 +38,12 @@ def mask_history(scores: torch.Tensor, histories: torch.Tensor, targets: torch.T
     mask[:, 0] = True
     mask[torch.arange(len(targets), device=scores.device), targets] = False
     return scores.masked_fill_(mask, float("-inf"))
+
+
+def mask_whole_history(scores: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+    """Set to -inf, in place, the padding column 0 and every history item, a target bought
+    before included (the official code's evaluation: that user can only miss)."""
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    mask.scatter_(1, histories, True)
+    mask[:, 0] = True
+    return scores.masked_fill_(mask, float("-inf"))

@@ -14,6 +14,7 @@ from tpme.datasets.bundle import DataBundle
 from tpme.device import grad_scaler, synchronize
 from tpme.methods.registry import Method, PrepareContext
 from tpme.scenarios.base import DataShape, TrainingSetup
+from tpme.scenarios.recommendation import protocol
 from tpme.scenarios.recommendation.config import RunConfig
 from tpme.scenarios.recommendation.evaluate import Evaluator
 from tpme.scenarios.recommendation.model import assemble
@@ -23,7 +24,10 @@ from tpme.training.step import Trainer
 
 
 def optimizer_for(cfg: RunConfig, model: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
-    """Adam over every trainable parameter at the config's rate (fused on CUDA)."""
+    """Adam over every trainable parameter at the config's rate (fused on CUDA); under the
+    official protocol at the official code's per-group rates, without weight decay."""
+    if protocol.is_official(cfg):
+        return make_optimizer(protocol.param_groups(model), "adam", cfg.train.lr, 0.0, fused)
     return make_optimizer([p for p in model.parameters() if p.requires_grad], "adam", cfg.train.lr, 0.0, fused)
 
 
@@ -50,11 +54,14 @@ def build_training(cfg: RunConfig, method: Method, bundle: DataBundle, device: t
     if cfg.train.compile:
         model.compile(dynamic=True)
     features = ItemFeatures(bundle, tower.needs, image_size, pad_id)
-    loader = TrainLoader(bundle, features, cfg.train.batch_size, seed=seed, static=graphs.used)
+    loader_class = protocol.OfficialLoader if protocol.is_official(cfg) else TrainLoader
+    loader = loader_class(bundle, features, cfg.train.batch_size, seed=seed, static=graphs.used)
     model.train()
     graphed_loss = prepare_graphs(graphs, model, next(loader.epoch(0)), device, cfg.train.precision) if graphs.used else None
-    trainer = Trainer(model, optimizer, grad_scaler(device, cfg.train.precision), device, cfg.train.precision, None, graphed_loss)
-    execution = {"cuda_graphs": graphs.to_dict(), "static_shapes": loader.static, "optimizer": describe(optimizer)}
-    evaluator = Evaluator(bundle, features, device, cfg.train.precision) if cfg.train.eval or cfg.train.early_stop else None
+    stepped = protocol.distributed(model, device, method.name) if protocol.is_official(cfg) else model
+    trainer = Trainer(stepped, optimizer, grad_scaler(device, cfg.train.precision), device, cfg.train.precision, None, graphed_loss)
+    execution = {"cuda_graphs": graphs.to_dict(), "static_shapes": loader.static, "optimizer": describe(optimizer), "protocol": cfg.protocol,
+                 "ddp": stepped is not model, "learning_rates": {g.get("name", "all"): g["lr"] for g in optimizer.param_groups}}
+    evaluator = Evaluator(bundle, features, device, cfg.train.precision, cfg.protocol) if cfg.train.eval or cfg.train.early_stop else None
     shape = DataShape(bundle.n_users, {"items": bundle.n_items})
     return TrainingSetup(model, trainer, loader, prepare_info, prepare_time, execution, bundle.stats(), shape, evaluator)
