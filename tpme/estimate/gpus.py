@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from tpme.errors import TpmeError
+from tpme.files import read_text
 
 GIB = 1 << 30
 MIB = 1 << 20
+GPU_FILE_LIMIT = 4 * MIB  # a GPU table is a few KiB
 PRECISION_KEYS = ("fp32", "tf32", "fp16", "bf16")
 
 
@@ -139,7 +141,7 @@ def load_gpu_file(path: str | Path) -> dict[str, Gpu]:
     path = Path(path)
     if not path.is_file():
         raise TpmeError(f"GPU file {path} does not exist", "give a JSON or TOML file with a `gpus` table")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, GPU_FILE_LIMIT, "GPU file")
     try:
         if path.suffix.lower() == ".toml":
             import tomllib
@@ -149,7 +151,7 @@ def load_gpu_file(path: str | Path) -> dict[str, Gpu]:
             doc = json.loads(text)
     except ImportError:
         raise TpmeError("reading TOML needs Python 3.11 or later", "write the GPU file as JSON") from None
-    except (ValueError, json.JSONDecodeError) as e:  # tomllib.TOMLDecodeError is a ValueError
+    except (ValueError, RecursionError) as e:  # tomllib.TOMLDecodeError and json.JSONDecodeError are ValueErrors
         raise TpmeError(f"GPU file {path} does not parse: {e}", "fix its syntax (JSON, or TOML for a .toml file)") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("gpus"), dict) or not doc["gpus"]:
         raise TpmeError(f"GPU file {path} has no `gpus` table", 'write {"gpus": {"my-gpu": {"name": ..., "memory_gib": ..., "bandwidth_gb_s": ..., "tflops": {...}}}}')

@@ -50,13 +50,17 @@ def run(args: argparse.Namespace) -> int:
     from tpme.metrics.aggregate import scored_dicts
     from tpme.metrics.tpme import Weights
     from tpme.reports.table import render_markdown, render_terminal
-    from tpme.sweep.driver import DriverOptions, Plan
+    from tpme.results.lock import run_lock
+    from tpme.sweep.driver import DriverOptions, Plan, validate
     from tpme.sweep.driver import run as drive
     from tpme.sweep.grid import run_cells
 
     weights = Weights.parse(args.weights)
     if args.repeats < 1:
         raise TpmeError("--repeats must be at least 1")
+    command = ["tpme", "run", *sys.argv[2:]]
+    opts = DriverOptions(Path(args.out) if args.out else Path(), "inprocess" if args.in_process else args.executor, args.ray_address, args.max_parallel, args.resume, args.retries, args.timeout, not args.quiet, command)
+    validate(opts)  # every numeric option before any work
     scenario, cfg = scenario_config(args)
     if resolve_device(cfg.train.device).type != "cuda" and weights.energy:
         raise TpmeError(f"the energy weight is {weights.energy:g}, and this run is on the CPU, where no energy is measured", "give three weights a1,a2,a3, or run with --device cuda")
@@ -80,18 +84,17 @@ def run(args: argparse.Namespace) -> int:
         raise TpmeError(f"no method of the {scenario.name} scenario applies to this configuration", "see the reasons above")
     if args.require_idle:
         require_idle({resolve_device(cfg.train.device).type})
-    out_dir = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}"
-    command = ["tpme", "run", *sys.argv[2:]]
+    out_dir = opts.out_dir = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}"
     plan = Plan("run", run_cells(scenario, cfg, [(n, options[n]) for n in names], args.repeats), args.plugin, args.cache_dir, args.estimate,
                 resume_hint=" ".join(["tpme", "run", *[a for a in sys.argv[2:] if a != "--resume"], "--resume"]))
-    opts = DriverOptions(out_dir, "inprocess" if args.in_process else args.executor, args.ray_address, args.max_parallel, args.resume, args.retries, args.timeout, not args.quiet, command)
     print(f"tpme: {len(names)} method(s) x {args.repeats} repeat(s), {scenario.name}, {scenario.describe(cfg)} -> {out_dir}", file=sys.stderr)
-    outcome = drive(plan, opts)
-    if outcome.interrupted:
-        return 130
-    records = outcome.records
-    (out_dir / "table.md").write_text(render_markdown(records, weights))
-    report = write_run_report(out_dir, records, weights) if not args.no_report else None
+    with run_lock(out_dir):  # the table and report are this run's too: no second run may write them meanwhile
+        outcome = drive(plan, opts)
+        if outcome.interrupted:
+            return 130
+        records = outcome.records
+        (out_dir / "table.md").write_text(render_markdown(records, weights))
+        report = write_run_report(out_dir, records, weights) if not args.no_report else None
     if args.json:
         print_json(scored_dicts(records, weights))
     else:
