@@ -190,3 +190,24 @@ def test_badly_typed_settings_name_the_file_that_set_them(tmp_path):
         with pytest.raises(TpmeError, match=pattern) as info:
             getattr(e, accessor)
         assert str(folder / "training_params.json") in str(info.value)
+
+
+def test_params_command_gives_every_published_count(capsys):
+    """`tpme params --scenario causal-lm --peft-config FILE ... --json`, the command of issue 14 item 5,
+    over every adapter config of the shared folder, plus fft."""
+    if not COMPARISON.is_dir():
+        pytest.skip("../shared/data/peft-method-comparison is not present")
+    from tpme.cli import main
+
+    published = {(r := json.loads(p.read_text()))["run_info"]["experiment_name"]: r["train_info"] for p in RUNS}
+    configs = sorted((COMPARISON / "experiments").glob("*/*/adapter_config.json"))
+    argv = ["params", "--scenario", "causal-lm", "--model", str(COMPARISON / "llama-3.2-3b" / "config.json"), "--methods", "fft", "--json"]
+    for c in configs:
+        argv += ["--peft-config", str(c)]
+    assert main(argv) == 0
+    rows = {r["label"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["fft"]["trainable_params"] == 3_212_749_824
+    assert len(configs) == len(published) - 1  # full fine-tuning has no adapter config
+    for c in configs:
+        row, run = rows[label_for_config(c)], published[label_for_config(c)]
+        assert (row["trainable_params"], row["total_params"]) == (run["num_trainable_params"], run["num_total_params"]), row["label"]

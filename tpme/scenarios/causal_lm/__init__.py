@@ -68,6 +68,16 @@ class CausalLmScenario(Scenario):
     def data_shape(self, cfg: LmRunConfig) -> DataShape:
         return data.data_shape(cfg)
 
+    def count(self, cfg: LmRunConfig, method: Method) -> tuple[int, int]:
+        """A peft config file is counted exactly as peft's suite counts it (counting.py: data where an
+        initialisation needs it, the optimizer its training_params.json names); the rest as the harness counts."""
+        if not isinstance(method, peft_file.PeftFileMethod):
+            return super().count(cfg, method)
+        from tpme.scenarios.causal_lm.counting import count
+        from tpme.scenarios.causal_lm.shapes import ModelSpec, model_config
+
+        return count(model_config(ModelSpec.parse(cfg.model)), peft_file.raw_config(method.path), peft_file.training_params(method.path))
+
     def assemble(self, cfg: LmRunConfig, method: Method, shape: DataShape | None = None, meta: bool = False) -> Assembly:
         return assemble(cfg, method, meta)
 

@@ -7,6 +7,7 @@ Registered here, in the scenario, because only a whole decoder takes a file writ
 """
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,32 @@ def load_config(path: Path) -> Any:
             return PeftConfigMixin.from_peft_type(**raw)
     except (TypeError, ValueError, KeyError) as e:
         raise TpmeError(f"{path} is not a config this peft accepts: {e}", "check its peft_type and fields against the installed peft") from None
+
+
+def raw_config(path: Path) -> dict[str, Any]:
+    """The file's JSON object as written (load_config has already checked it is a peft config)."""
+    return json.loads(path.read_text())
+
+
+def training_params(path: Path) -> dict[str, Any] | None:
+    """How peft's suite would train the experiment this file belongs to: its folder read as an
+    experiment when the suite's defaults lie three levels up, else a training_params.json beside
+    the file, else None (the suite's defaults apply)."""
+    from tpme.scenarios.causal_lm.peft_experiment import DEFAULT_TRAINING_PARAMS, TRAINING_PARAMS, load_experiment
+
+    folder = path.resolve().parent
+    if len(folder.parents) > 2 and (folder.parents[2] / DEFAULT_TRAINING_PARAMS).is_file():
+        return load_experiment(folder).training
+    beside = folder / TRAINING_PARAMS
+    if beside.is_file():
+        try:
+            params = json.loads(beside.read_text())
+        except ValueError as e:
+            raise TpmeError(f"{beside} is not valid JSON: {e}", "fix or remove it") from None
+        if not isinstance(params, dict):
+            raise TpmeError(f"{beside} does not hold a JSON object", "write the training parameters as one JSON object")
+        return params
+    return None
 
 
 class PeftFileMethod(Method):
