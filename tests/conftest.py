@@ -48,12 +48,22 @@ def _is_plugin(module) -> bool:
 
 
 @pytest.fixture(autouse=True)
+def quiet_ray(request, monkeypatch):
+    """A local Ray runtime on a busy machine: its memory monitor, which kills workers when the
+    host (not the test) runs short of memory, is off, so another process's load cannot fail a test."""
+    if request.node.get_closest_marker("ray"):
+        monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "0")
+
+
+@pytest.fixture(autouse=True)
 def restore_method_registry():
     """A test that loads a plugin in this process (through the CLI) leaves the registry as it found it,
     and forgets the plugin module too, so the next test that loads it registers it again."""
     from tpme.methods import registry
+    from tpme.scenarios import available_scenarios
 
     registry.available_methods()
+    available_scenarios()  # scenarios register method families (causal-lm's peft-config) when first loaded
     methods, families = dict(registry._METHODS), dict(registry._FAMILIES)
     modules = set(sys.modules)
     yield

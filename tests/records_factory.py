@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tpme.results.record import Estimate, Provenance, Quality, QualityValue, Record, Timing, cell_key
+from tpme.results.record import Baseline, Estimate, Memory, Provenance, Quality, QualityValue, Record, Timing, cell_key
 from tpme.results.store import append_record
 from tpme.scenarios.recommendation.config import preset
 
@@ -33,11 +33,35 @@ def record(
         memory_source="cpu_tensor_peak" if ok else None, prepare_time_s=0.0, device="cpu", precision="fp32", preset=config["preset"], config=config,
         provenance=Provenance(
             versions={"python": "3.11.7", "tpme": "0.1.0", "torch": "2.13.0+cpu"}, device={"type": "cpu", "name": device},
-            git_commit="abc123", command=["tpme", "run", "--preset", "ci"], host="test",
+            git_commit="abc123", command=["tpme", "run", "--preset", "ci"], host="test", platform="Linux-6.1-x86_64-with-glibc2.36", timestamp="2026-01-01T00:00:00Z",
+            seed=config["train"]["seed"] + repeat, host_state={"busy": False, "reasons": []},
         ),
-        timing=Timing(steps=4, step_times_s=steps if ok else [], breakdown_median_s={"data": t / 80, "forward": t / 32, "backward": t / 16, "optimizer": t / 40} if ok else {}),
-        quality=Quality(quality), estimate=None if estimate is None else Estimate.from_dict(estimate), execution=execution or {},
+        timing=Timing(steps=4, warmup_steps=1, stats=_stats(steps) if ok else {}, step_times_s=steps if ok else [],
+                      breakdown_median_s={"data": t / 80, "forward": t / 32, "backward": t / 16, "optimizer": t / 40} if ok else {},
+                      median_ci_s=[t / 8 * 0.95, t / 8 * 1.08] if ok else [], epoch_time_ci_s=[t * 0.95, t * 1.08] if ok else [], ci_level=0.95 if ok else None),
+        memory=Memory(cpu_tensor_peak_bytes=int(m)) if ok else Memory(),
+        quality=Quality(quality, _evaluation(hr, ndcg) if quality else {}), estimate=None if estimate is None else Estimate.from_dict(estimate),
+        execution=execution or EXECUTION, data=dict(DATA), losses={"first": 3.7, "last": 3.1} if ok else {},
+        axes={"method": method, **options}, attempt=1,
+        baselines={"popularity": Baseline("popularity", {"hr@10": QualityValue(0.2, True, "test"), "ndcg@10": QualityValue(0.09, True, "test")}, {"k": 10})},
     )
+
+
+EXECUTION = {"optimizer": "Adam (single-tensor)", "static_shapes": False,
+             "cuda_graphs": {"mode": "auto", "used": False, "reason": "CUDA graphs need a CUDA device; this cell runs on cpu", "capture_s": None}}
+DATA = {"name": "synthetic:tiny", "users": 64, "items": 120, "interactions": 392, "pad_id": 0, "tokenizer": "wordpiece trained on item titles", "tokenizer_vocab": 319}
+
+
+def _stats(xs: list[float]) -> dict[str, float]:
+    s = sorted(xs)
+    mean = sum(s) / len(s)
+    return {"median": (s[1] + s[2]) / 2, "mean": mean, "min": s[0], "max": s[-1], "p10": s[0], "p90": s[-1], "std": (sum((x - mean) ** 2 for x in s) / len(s)) ** 0.5}
+
+
+def _evaluation(hr: float | None, ndcg: float | None) -> dict[str, Any]:
+    figures = {k: v for k, v in (("hr@10", hr), ("ndcg@10", ndcg)) if v is not None}
+    return {"mode": "after-timed-steps", "k": 10, "masking": "history items other than the target are masked; ties count half", "eval_time_s": 0.5,
+            "valid": {**figures, "users": 64}, "test": {**figures, "users": 64}}
 
 
 def replaced(rec: Record, **changes: Any) -> Record:

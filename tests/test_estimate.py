@@ -30,9 +30,9 @@ from tpme.models.user_encoder import SelfAttention
 MEASURED_METHODS = ["fft", "frozen", "lora", "iisan", "iisan-cached"]
 
 
-def require(method: str) -> None:
-    if method not in available_methods():
-        pytest.skip(f"method {method!r} is not registered on this branch")
+def test_every_measured_method_is_built_in():
+    """The comparison below runs each of these; a missing one is a failure, never a skip."""
+    assert set(MEASURED_METHODS) <= set(available_methods("recommendation"))
 
 
 # --- memory: the estimate of a cell equals the cell's CPU tensor peak -------------------
@@ -44,7 +44,6 @@ def test_estimated_peak_equals_cpu_tensor_peak(method, backbone, ci_bundle_path,
     """run_cell tracks one step with TensorMemoryTracker (parameters, buffers, gradients,
     Adam state, the batch and every op output) and then estimates the same step, with the
     same batch, on fake tensors (target cpu: Adam's CPU path, CPU attention)."""
-    require(method)
     cfg = preset("ci").replace(backbone=backbone, batch_size=4, steps=1, warmup_steps=1, memory_steps=1)
     rec = run_cell(CellSpec(method, cfg.to_dict(), str(ci_bundle_path), cache_dir=str(tmp_path), estimate=True)).to_dict()
     assert rec["memory_source"] == "cpu_tensor_peak"
@@ -171,7 +170,7 @@ def test_fit_counts_the_runtime_overhead():
 
 
 def test_builtin_gpus_and_names():
-    for key in ("a100-40gb", "a100-80gb", "h100", "h200", "a6000", "a40", "l4", "rtx4090", "rtx3090"):
+    for key in ("a100-40gb", "a100-80gb", "h100", "h200", "a6000", "a40", "l40s", "l4", "rtx4090", "rtx3090"):
         g = BUILTIN[key]
         assert g.memory_bytes > 0 and g.bandwidth_bytes_s > 0 and set(g.peak_flops) == {"fp32", "tf32", "fp16", "bf16"}
     assert [g.key for g in resolve_gpus("H100, RTX-4090,a100_40gb")] == ["h100", "rtx4090", "a100-40gb"]
@@ -181,7 +180,10 @@ def test_builtin_gpus_and_names():
         resolve_gpus("v100")
     assert match_device_name("NVIDIA H100 80GB HBM3").key == "h100"
     assert match_device_name("NVIDIA A100-SXM4-40GB").key == "a100-40gb"
-    assert match_device_name("NVIDIA L40S") is None
+    assert match_device_name("NVIDIA L40S").key == "l40s" and match_device_name("NVIDIA L4").key == "l4"
+    assert match_device_name("Tesla T4") is None
+    l40s = BUILTIN["l40s"]
+    assert (l40s.memory_bytes, l40s.bandwidth_bytes_s, l40s.peak_flops["bf16"], l40s.peak_flops["fp16"], l40s.peak_flops["fp32"]) == (48 * GIB, 864e9, 362e12, 362e12, 91.6e12)
 
 
 def test_gpu_file_adds_and_calibrates(tmp_path):

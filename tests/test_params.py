@@ -24,7 +24,7 @@ def test_params_json_lists_every_method(capsys):
     assert main(["params", "--preset", "ci", "--json"]) == 0
     rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
     assert {"fft", "frozen", "adapter", "lora", "lora-loralib", "bitfit", "iisan", "iisan-cached"} <= set(rows)
-    assert all(set(r) == {"method", "trainable_params", "total_params"} for r in rows.values())
+    assert all(set(r) == {"method", "label", "trainable_params", "total_params"} and r["label"] == r["method"] for r in rows.values())
     assert rows["fft"]["trainable_params"] == rows["fft"]["total_params"]
     assert rows["iisan-cached"]["trainable_params"] == rows["iisan-cached"]["total_params"] == rows["iisan"]["trainable_params"]
     assert rows["lora"]["trainable_params"] == rows["lora-loralib"]["trainable_params"]

@@ -190,7 +190,7 @@ def test_ray_local_runtime_yields_the_local_executors_cell_keys(tmp_path):
     pytest.importorskip("ray")
     spec_path = write(tmp_path / "ray.yaml", f"preset: ci\nsettings:\n{FAST}axes:\n  method: [fft, frozen]\n")
     spec = load_spec(spec_path)
-    outcome = run_sweep(spec, SweepOptions(tmp_path / "ray", executor="ray", max_parallel=2, progress=False), notify=lambda m: None)
+    outcome = run_sweep(spec, SweepOptions(tmp_path / "ray", executor="ray", max_parallel=1, progress=False), notify=lambda m: None)
     assert [r["status"] for r in outcome.records] == ["ok", "ok"]
     assert [r["cell_key"] for r in outcome.records] == [c.key for c in expand(spec)]
     assert [r["axes"] for r in outcome.records] == [{"method": "fft"}, {"method": "frozen"}]

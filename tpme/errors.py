@@ -8,3 +8,7 @@ class TpmeError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(problem if fix is None else f"{problem} ({fix})")
+
+
+class NonFiniteError(TpmeError):
+    """A loss, score or metric became NaN or infinite: the measurement is not a result."""

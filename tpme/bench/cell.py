@@ -9,6 +9,7 @@ business; the result is a typed record.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,8 +23,10 @@ from tpme.bench.provenance import provenance
 from tpme.bench.train import StepTimes, timed_steps
 from tpme.datasets.prefetch import Prefetcher
 from tpme.device import device_name, resolve_device, synchronize
+from tpme.errors import NonFiniteError
 from tpme.methods.registry import get_method, load_plugins
 from tpme.metrics.stats import LEVEL, median_interval, outlier_steps
+from tpme.results.finite import NON_FINITE_FIX, describe, non_finite_fields
 from tpme.results.record import Memory, Provenance, Quality, QualityValue, Record, Timing, cell_key
 from tpme.scenarios import get_scenario
 from tpme.scenarios.base import Evaluator, TrainingSetup, count_params
@@ -96,6 +99,8 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
     device = resolve_device(cfg.train.device)
     record.device = str(device)
     record.method_options = method.options_dict()
+    if method.label:
+        record.label = method.label
     record.provenance = Provenance(**provenance(device, spec.command), timestamp=record.provenance.timestamp, seed=spec.seed)
     cell_cores = 1 if device.type == "cuda" else min(torch.get_num_threads(), available_cores())
     uuid = cuda_uuid(device.index or 0) if device.type == "cuda" else None
@@ -163,6 +168,9 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
     if spec.estimate:  # after every measurement: tracking never overlaps timing
         record.estimate = _estimate(spec, scenario, cfg, setup, batch, device)
     record.provenance.host_state = host.finish().to_dict()
+    bad = non_finite_fields(record.to_dict()) + [f"losses of step {i + 1}" for i, x in enumerate(times.losses) if not math.isfinite(x)][:3]
+    if bad:
+        raise NonFiniteError(describe(bad), NON_FINITE_FIX)
     record.status = "ok"
     return record
 

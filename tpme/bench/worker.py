@@ -1,7 +1,7 @@
 """Entry point of a cell's own process: `python -m tpme.bench.worker SPEC.json RESULT.json [LIFELINE_FD]`
 (a fresh interpreter), or `main` called in a child the preloaded worker forked (tpme.bench.forkserver).
 
-Every outcome becomes a record: ok, oom (with the memory at failure) or error (with
+Every outcome becomes a record: ok, oom (an allocator's failure, with the memory at failure) or error (with
 the traceback's last line and the full text in the record). The result file is written
 atomically (temp file, then rename) so the parent never reads half a record.
 """
@@ -21,14 +21,22 @@ from tpme.bench.cell import CellSpec, empty_record, run_cell
 from tpme.results.record import Memory, Record
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+# what an allocator that ran out of device or host memory says; nothing else is an oom
+ALLOCATOR_OOM = ("CUDA out of memory", "HIP out of memory", "MPS backend out of memory", "DefaultCPUAllocator: can't allocate memory")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Only a real allocator failure is `oom` (a result, never retried). A bare MemoryError is
+    not: Python raises it for absurd sizes read from corrupt data too, which is an error."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in ALLOCATOR_OOM)
 
 
 def failure_record(spec: CellSpec, exc: BaseException) -> Record:
     """The cell's record for a failure: its status, the error and the traceback (read from the active exception)."""
     rec = empty_record(spec)
-    rec.status = "oom" if _is_oom(exc) else "error"
+    rec.status = "oom" if is_oom(exc) else "error"
     rec.error = f"{type(exc).__name__}: {exc}".strip()
     rec.traceback = traceback.format_exc()
     if rec.status == "oom" and torch.cuda.is_available():

@@ -93,6 +93,20 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {n: getattr(args, n, None) for n in names}
 
 
+def add_methods_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", help="comma-separated method names, or `all` (default: every method of the scenario; with --peft-config, only those files)")
+
+
+def method_names(args: argparse.Namespace, scenario: Any) -> list[str]:
+    """`--methods` resolved for the scenario, plus the methods its own options name (`--peft-config`)."""
+    from tpme.methods.registry import resolve_method_names
+
+    extra = scenario.extra_methods(args)
+    if extra and args.methods is None:
+        return extra
+    return resolve_method_names(args.methods or "all", scenario.name) + extra
+
+
 def scenario_config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """(scenario, config): the preset of `--scenario` with every option given applied.
 

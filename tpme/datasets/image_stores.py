@@ -4,7 +4,8 @@ with a policy for items that have no image.
 Sources are described by JSON-able dicts (`kind`, `module`, parameters) so that every
 cell's process re-opens them (tpme.datasets.images.open_image_source). LMDB values are
 pickles; they are read with `RestrictedUnpickler`, which builds only a plain stand-in for
-the `LMDB_Image` class and refuses every other class, so a store can never run code.
+the `LMDB_Image` class and refuses every other class, so a store can never run code, after
+`check_pickle` has bounded the value's size, opcodes and memo, so it cannot exhaust memory.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import hashlib
 import io
 import os
 import pickle
+import pickletools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,33 +53,104 @@ class LMDBImage:
         return np.ascontiguousarray(img[..., :3])
 
 
-# globals a pickled LMDB_Image may reference besides the class itself: object
-# reconstruction (protocols 0-1) and bytes encoded as text (protocols 0-2)
-_ALLOWED_GLOBALS = {
-    ("copyreg", "_reconstructor"),
-    ("copy_reg", "_reconstructor"),
-    *((m, n) for m in ("builtins", "__builtin__") for n in ("object", "bytes", "bytearray")),
-    ("_codecs", "encode"),
+class CorruptValue(pickle.UnpicklingError, ValueError):
+    """An image store value that is not a well-formed LMDB_Image."""
+
+
+MAX_VALUE_BYTES = 64 * 2**20  # a 2048 x 2048 RGB image is 12 MiB
+MAX_MEMO = 1 << 16  # memo slots a value may use (an image needs a handful)
+MAX_OPS = 1 << 20
+
+
+def _no_sizes(args: tuple) -> None:
+    if any(isinstance(a, int) for a in args):
+        raise CorruptValue("an image store value asks for a buffer by size, which an LMDB_Image never does")
+
+
+def _bytes(*args: Any) -> bytes:
+    _no_sizes(args)
+    return bytes(*args)
+
+
+def _bytearray(*args: Any) -> bytearray:
+    _no_sizes(args)
+    return bytearray(*args)
+
+
+def _encode(text: Any, encoding: Any = "utf-8") -> bytes:
+    """How protocols 0-2 store bytes: latin-1 text encoded back (no other codec)."""
+    if not isinstance(text, str) or not isinstance(encoding, str) or encoding.replace("_", "-").lower() not in ("latin1", "latin-1"):
+        raise CorruptValue(f"an image store value calls codec {encoding!r} on a {type(text).__name__}")
+    return text.encode("latin-1")
+
+
+def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    """copyreg's object rebuild of protocols 0-1, for the stand-in class only."""
+    if cls is not LMDBImage or base is not object:
+        raise CorruptValue("an image store value rebuilds something other than an LMDB_Image")
+    return object.__new__(LMDBImage)
+
+
+# the globals a pickled LMDB_Image may reference besides the class itself, each a checked
+# stand-in: object reconstruction (protocols 0-1) and bytes encoded as text (protocols 0-2)
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    **{(m, "_reconstructor"): _reconstructor for m in ("copyreg", "copy_reg")},
+    **{(m, "object"): object for m in ("builtins", "__builtin__")},
+    **{(m, "bytes"): _bytes for m in ("builtins", "__builtin__")},
+    **{(m, "bytearray"): _bytearray for m in ("builtins", "__builtin__")},
+    ("_codecs", "encode"): _encode,
 }
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GETS = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def check_pickle(value: bytes) -> None:
+    """Walk the pickle's opcodes without running them: a value's size, its opcode count,
+    its frames and memo indices are bounded before the unpickler allocates anything for them
+    (the C unpickler sizes its memo by the largest index a value claims)."""
+    if len(value) > MAX_VALUE_BYTES:
+        raise CorruptValue(f"an image store value of {len(value):,} bytes is larger than {MAX_VALUE_BYTES:,}")
+    memo = 0
+    for n, (op, arg, _) in enumerate(pickletools.genops(io.BytesIO(value)), 1):
+        if n > MAX_OPS:
+            raise CorruptValue(f"an image store value has more than {MAX_OPS:,} pickle opcodes")
+        if op.name == "FRAME" and arg > len(value):
+            raise CorruptValue(f"a pickle frame claims {arg:,} bytes of a {len(value):,}-byte value")
+        if op.name in _MEMO_PUTS or op.name == "MEMOIZE":
+            index = memo if op.name == "MEMOIZE" else int(arg)
+            if index >= MAX_MEMO:
+                raise CorruptValue(f"a pickle memo index {index:,} is beyond {MAX_MEMO:,}")
+            memo = max(memo, index + 1)
+        if op.name in _MEMO_GETS and int(arg) >= memo:
+            raise CorruptValue(f"a pickle reads memo slot {arg} that was never written")
 
 
 class RestrictedUnpickler(pickle.Unpickler):
     """Accepts a class named `LMDB_Image` (from any module, mapped to `LMDBImage`) and the
-    few builtins its state needs; any other global raises pickle.UnpicklingError."""
+    few checked builtins its state needs; any other global raises pickle.UnpicklingError."""
 
     def find_class(self, module: str, name: str) -> Any:
         if name == "LMDB_Image":
             return LMDBImage
         if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused to unpickle {module}.{name}: an image store may only hold LMDB_Image objects")
+            return _ALLOWED_GLOBALS[(module, name)]
+        raise CorruptValue(f"refused to unpickle {module}.{name}: an image store may only hold LMDB_Image objects")
 
 
 def load_lmdb_image(value: bytes) -> np.ndarray:
-    obj = RestrictedUnpickler(io.BytesIO(value)).load()
-    if not isinstance(obj, LMDBImage):
-        raise pickle.UnpicklingError(f"an image store value is a {type(obj).__name__}, not an LMDB_Image")
-    return obj.pixels()
+    """uint8 [H, W, 3] pixels of one store value. Whatever is wrong with a value (a refused
+    global, a bound crossed, or the unpickler's own LookupError, TypeError, MemoryError ...)
+    raises pickle.UnpicklingError: a corrupt value is bad data, never an out-of-memory."""
+    try:
+        check_pickle(value)
+        obj = RestrictedUnpickler(io.BytesIO(value)).load()
+        if not isinstance(obj, LMDBImage):
+            raise CorruptValue(f"an image store value is a {type(obj).__name__}, not an LMDB_Image")
+        return obj.pixels()
+    except CorruptValue:
+        raise
+    except (Exception, MemoryError) as e:  # noqa: BLE001 - untrusted bytes: every failure is "corrupt value"
+        raise CorruptValue(f"a corrupt value ({type(e).__name__}: {e})") from None
 
 
 def synthetic_image(key: str, size: int) -> np.ndarray:
@@ -212,7 +285,7 @@ class LmdbImages(KeyedImages):
             raise TpmeError(f"{self.path}: key {key!r} disappeared from the image store", "re-run so that the store is inspected again")
         try:
             return load_lmdb_image(value)
-        except (pickle.UnpicklingError, ValueError, EOFError) as e:
+        except pickle.UnpicklingError as e:
             raise TpmeError(f"{self.path}: image of item {key!r}: {e}", "use a store written with IISAN's LMDB_Image class") from e
 
 

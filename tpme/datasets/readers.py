@@ -14,7 +14,8 @@ Every problem is reported with file and line. Fatal problems make the dataset un
     empty-title     warning  the item keeps an empty text
     truncated       warning  the last line has no newline: read as it is
 
-Blank lines are skipped. Titles have HTML entities decoded (`&amp;` -> `&`).
+Blank lines are skipped. Titles have HTML entities decoded (`&amp;` -> `&`). A path that is
+not a regular file (a FIFO, `/dev/zero`), a file over 8 GiB or a line over 16 MiB is refused.
 """
 from __future__ import annotations
 
@@ -33,11 +34,14 @@ from tpme.datasets.image_stores import describe_images, is_lmdb
 from tpme.datasets.preprocess import Preprocessed, preprocess, subsample_users
 from tpme.datasets.tokenize import tokenize
 from tpme.errors import TpmeError
+from tpme.files import lines
 
 ITEMS_GLOBS = ("*_items.tsv",)
 USERS_GLOBS = ("am_*_users.tsv", "am_*_users_10K.tsv")
 IMAGE_FOLDERS = ("images",)
 SHOWN_FATAL = 10
+DATASET_FILE_LIMIT = 8 * 2**30  # Amazon's full users files are a few hundred MiB
+DATASET_LINE_LIMIT = 16 * 2**20  # a user with 100k items is about 1.2 MiB
 
 
 @dataclass(frozen=True)
@@ -144,19 +148,18 @@ def _find_images(directory: Path) -> Path | None:
 
 def _lines(path: Path, problems: list[Problem]) -> Iterator[tuple[int, str]]:
     """(line number, text) of the non-blank lines; bad encodings and a missing final newline reported."""
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.endswith(b"\n") and raw.strip():
-                problems.append(Problem(str(path), lineno, "truncated", "last line has no newline (a truncated copy?)", False))
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                problems.append(Problem(str(path), lineno, "encoding", f"byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8", True))
-                continue
-            if text.strip():
-                yield lineno, text
+    for lineno, raw in lines(path, DATASET_FILE_LIMIT, DATASET_LINE_LIMIT, "dataset file"):
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if not raw.endswith(b"\n") and raw.strip():
+            problems.append(Problem(str(path), lineno, "truncated", "last line has no newline (a truncated copy?)", False))
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            problems.append(Problem(str(path), lineno, "encoding", f"byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8", True))
+            continue
+        if text.strip():
+            yield lineno, text
 
 
 def read_items(path: Path, problems: list[Problem]) -> dict[str, str]:

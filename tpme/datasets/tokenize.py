@@ -10,7 +10,9 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from tpme.errors import TpmeError
+from tpme.files import check_size, lines
 
+TOKENIZER_LIMIT = 256 * 2**20  # the largest Hugging Face tokenizer.json files are tens of MiB
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -18,9 +20,10 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     """A BERT-style tokenizer from `tokenizer.json` or `vocab.txt` in a local model directory."""
     directory = Path(directory)
     if (directory / "tokenizer.json").is_file():
+        check_size(directory / "tokenizer.json", TOKENIZER_LIMIT, "tokenizer file")
         tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
     elif (directory / "vocab.txt").is_file():
-        vocab = {line.rstrip("\n"): i for i, line in enumerate((directory / "vocab.txt").open(encoding="utf-8"))}
+        vocab = {raw.decode("utf-8", "replace").rstrip("\n"): i for i, (_, raw) in enumerate(lines(directory / "vocab.txt", TOKENIZER_LIMIT, 4096, "vocabulary file"))}
         tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

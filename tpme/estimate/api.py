@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tpme.estimate.allocator import round_size, segment_size
 from tpme.estimate.estimator import StepEstimate, estimate_step
 from tpme.estimate.gpus import Gpu
 from tpme.estimate.predict import fits, runtime_overhead, step_time_s
 from tpme.methods.registry import get_method
+from tpme.results.record import label
 from tpme.scenarios.base import DataShape, Scenario
 
 SOURCE = "estimate"
@@ -18,6 +20,7 @@ def step_record(est: StepEstimate) -> dict[str, Any]:
     c = est.cost
     return {
         "peak_memory_bytes": est.memory.peak_bytes,
+        "predicted_reserved_bytes": est.reserved_bytes,
         "breakdown": est.memory.breakdown,
         "flops_per_step": c.flops(),
         "flops": {p: c.flops(p) for p in ("forward", "backward", "optimizer")},
@@ -32,6 +35,18 @@ def step_record(est: StepEstimate) -> dict[str, Any]:
     }
 
 
+def reserved_on(est: StepEstimate, gpu: Gpu) -> int:
+    """`max_memory_reserved()` on that GPU (`reserved_for` the step's replayed allocator)."""
+    return reserved_for(est.reserved_bytes, gpu)
+
+
+def reserved_for(replayed_bytes: int, gpu: Gpu) -> int:
+    """The replayed allocator's peak plus cuBLAS's workspace, which PyTorch takes from the same
+    caching allocator (one segment of its own, kept), scaled by the GPU's fitted
+    `reserved_overhead` (estimate/calibration.py)."""
+    return round((replayed_bytes + segment_size(round_size(gpu.calibration.cublas_workspace_bytes))) * (1 + gpu.calibration.reserved_overhead))
+
+
 def gpu_record(est: StepEstimate, gpu: Gpu, steps: int) -> dict[str, Any]:
     """The part that depends on the GPU: overhead, fit and predicted times."""
     overhead = runtime_overhead(est.memory.peak_bytes, gpu)
@@ -43,6 +58,7 @@ def gpu_record(est: StepEstimate, gpu: Gpu, steps: int) -> dict[str, Any]:
         "overhead_bytes": overhead.total,
         "overhead": {"cuda_context_bytes": overhead.cuda_context_bytes, "cublas_workspace_bytes": overhead.cublas_workspace_bytes, "fragmentation_bytes": overhead.fragmentation_bytes},
         "total_memory_bytes": est.memory.peak_bytes + overhead.total,
+        "predicted_reserved_bytes": reserved_on(est, gpu),
         "fits": fits(est.memory.peak_bytes, gpu),
         "predicted_step_time_s": step,
         "steps_per_epoch": steps,
@@ -56,7 +72,7 @@ def estimate_records(scenario: Scenario, cfg: Any, method: str, options: dict[st
     scenario.check_method(m)
     cfg = scenario.config_for_method(cfg, method)
     est = estimate_step(scenario, cfg, m, data, target="cuda")
-    base = {"method": method, "method_options": options, "scenario": scenario.name, "preset": cfg.preset, scenario.model_option: getattr(cfg, scenario.model_option),
+    base = {"method": method, "label": m.label or label(method, options), "method_options": options, "scenario": scenario.name, "preset": cfg.preset, scenario.model_option: getattr(cfg, scenario.model_option),
             "precision": cfg.train.precision, "batch_size": cfg.train.batch_size, **step_record(est)}
     steps = data.steps_per_epoch(cfg.train.batch_size)
     return [{**base, **gpu_record(est, gpu, steps)} for gpu in gpus]

@@ -19,6 +19,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from tpme.device import grad_scaler
+from tpme.estimate.allocator import replay
 from tpme.estimate.attention import gpu_attention
 from tpme.estimate.cost import CostCounter, StepCost
 from tpme.estimate.fake_model import fake_batch, fakify
@@ -38,6 +39,7 @@ class StepEstimate:
     """Device-independent facts of one training step."""
 
     memory: MemoryEstimate
+    reserved_bytes: int  # the caching allocator's peak reserved memory over a steady-state step (allocator.py)
     cost: StepCost
     trainable_params: int
     total_params: int
@@ -76,12 +78,14 @@ def estimate_step(scenario: Scenario, cfg: Any, method: Method, data: DataShape,
     named = tensor_items(fb)
     model.train()
     optimizer = scenario.optimizer(cfg, model, fused=target == "cuda")
-    scaler = grad_scaler(torch.device(target), cfg.train.precision, device_type=CPU.type)
+    precision = scenario.autocast_precision(cfg)
+    scaler = grad_scaler(torch.device(target), precision, device_type=CPU.type)
 
     with mode:
         prime_optimizer(optimizer, trainable)
     tracker, counter = TrainableMemTracker(), CostCounter()
     tracker.track_external(model, optimizer, *(t for _, t in named))
+    before = len(tracker.events)
 
     def on_phase(phase: str) -> None:
         if phase in PHASES:
@@ -90,9 +94,11 @@ def estimate_step(scenario: Scenario, cfg: Any, method: Method, data: DataShape,
     attention = gpu_attention() if target == "cuda" else contextlib.nullcontext()
     with attention, mode, tracker, known, counter:
         on_device = fb.to(CPU)  # as Trainer.to_device: the normalised batch the step holds until it ends
-        train_step(model, on_device, optimizer, scaler, CPU, cfg.train.precision, scenario.grad_clip(cfg), on_phase=on_phase)
+        train_step(model, on_device, optimizer, scaler, CPU, precision, scenario.grad_clip(cfg), on_phase=on_phase)
+    reserved = replay(tracker.events[:before], tracker.events[before:])
     return StepEstimate(
         memory=peak_breakdown(tracker),
+        reserved_bytes=reserved.peak_reserved,
         cost=counter.cost,
         trainable_params=sum(p.numel() for p in trainable),
         total_params=sum(p.numel() for p in params),

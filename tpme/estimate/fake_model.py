@@ -34,11 +34,16 @@ def fakify(model: nn.Module, mode: FakeTensorMode) -> nn.Module:
         return swapped[id(t)]
 
     for module in model.modules():
-        for registry in (module._parameters, module._buffers):
+        for registry in (module._parameters, module._buffers, *_tensor_dicts(module)):
             for name, t in list(registry.items()):
                 if t is not None:
                     registry[name] = fake(t)
     return model
+
+
+def _tensor_dicts(module: nn.Module) -> list[dict[str, torch.Tensor]]:
+    """Dicts of plain tensors a module keeps outside its registries (peft's prompt-token indices per adapter)."""
+    return [v for k, v in vars(module).items() if not k.startswith("_") and isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values())]
 
 
 def fake_batch(batch: Any, mode: FakeTensorMode, known: KnownValues) -> Any:

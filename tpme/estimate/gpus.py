@@ -10,6 +10,8 @@ Built-in figures are dense (no sparsity) peak rates from NVIDIA's public spec sh
 - RTX A6000 48 GB: NVIDIA RTX A6000 datasheet: FP32 38.7, TF32 77.4, FP16/BF16 154.8
   TFLOP/s (dense); 768 GB/s.
 - A40 48 GB: NVIDIA A40 datasheet: FP32 37.4, TF32 74.8, FP16/BF16 149.7 TFLOP/s; 696 GB/s.
+- L40S 48 GB: NVIDIA L40S datasheet: FP32 91.6, TF32 183, FP16/BF16 362 TFLOP/s dense
+  (the sheet's 366/733 with sparsity for TF32 / FP16, halved); 864 GB/s.
 - L4 24 GB: NVIDIA L4 datasheet: FP32 30.3, TF32 60, FP16/BF16 121 TFLOP/s; 300 GB/s.
 - RTX 4090 24 GB: NVIDIA Ada Lovelace architecture whitepaper (v1.03), table 2: FP32
   82.6, TF32 82.6, FP16/BF16 with FP32 accumulate 165.2 TFLOP/s; 1,008 GB/s.
@@ -18,8 +20,11 @@ Built-in figures are dense (no sparsity) peak rates from NVIDIA's public spec sh
 Memory is the nominal capacity (GiB); the driver and ECC take a little of it, which the
 CUDA-context term of the runtime overhead covers.
 
-Calibration constants (defaults below, overridable per GPU in a --gpu-file) are
-educated guesses until a GPU session measures them (README, "Estimate without a GPU").
+Calibration constants: the defaults below are educated guesses. A GPU with published or
+measured runs gets fitted constants from `calibrated.json` beside this module, written by
+`benchmarks/calibration.py --fit` (estimate/calibration.py) with their provenance: the runs,
+the fit, the command; `Gpu.calibration_source` says which applies, and `tpme estimate
+--list-gpus` shows it. A --gpu-file overrides either (README, "Estimate without a GPU").
 """
 from __future__ import annotations
 
@@ -30,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from tpme.errors import TpmeError
+from tpme.files import read_text
 
 GIB = 1 << 30
 MIB = 1 << 20
+GPU_FILE_LIMIT = 4 * MIB  # a GPU table is a few KiB
 PRECISION_KEYS = ("fp32", "tf32", "fp16", "bf16")
 
 
@@ -47,6 +54,10 @@ class Calibration:
     cuda_context_bytes: int = 512 * MIB  # CUDA context and loaded kernels (nvidia-smi shows it, the allocator does not)
     cublas_workspace_bytes: int = 32 * MIB  # cuBLAS/cuBLASLt workspaces
     fragmentation: float = 0.10  # caching-allocator reserved-but-unused, as a fraction of the tensor peak
+    reserved_overhead: float = 0.0  # reserved memory the allocator replay misses, as a fraction of its prediction (negative: the replay over-reserves)
+
+
+DEFAULT_SOURCE = "defaults (educated guesses, not fitted to measurements)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,30 @@ class Gpu:
     bandwidth_bytes_s: float
     peak_flops: dict[str, float]  # precision key -> dense FLOP/s
     calibration: Calibration = field(default_factory=Calibration)
+    calibration_source: str = DEFAULT_SOURCE
+
+
+CALIBRATED_FILE = Path(__file__).with_name("calibrated.json")
+
+
+def fitted_calibrations(path: Path = CALIBRATED_FILE) -> dict[str, tuple[dict[str, float], str]]:
+    """GPU key -> (fitted Calibration fields, one line saying where they came from)."""
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    known = {f.name for f in fields(Calibration)}
+    out = {}
+    for key, entry in doc.get("gpus", {}).items():
+        values = {k: v for k, v in entry["values"].items() if k in known}
+        prov = entry["provenance"]
+        out[key] = (values, f"fitted to {prov['runs']} {prov['data']} runs ({prov['fit']}; {prov['command']})")
+    return out
+
+
+def _with_fitted(gpus: dict[str, Gpu]) -> dict[str, Gpu]:
+    fitted = fitted_calibrations()
+    return {k: replace(g, calibration=replace(g.calibration, **{n: type(getattr(g.calibration, n))(v) for n, v in fitted[k][0].items()}), calibration_source=fitted[k][1]) if k in fitted else g
+            for k, g in gpus.items()}
 
 
 def _gpu(key: str, name: str, memory_gib: float, bandwidth_gb_s: float, fp32: float, tf32: float, fp16: float, bf16: float) -> Gpu:
@@ -64,7 +99,7 @@ def _gpu(key: str, name: str, memory_gib: float, bandwidth_gb_s: float, fp32: fl
     return Gpu(key, name, int(memory_gib * GIB), bandwidth_gb_s * 1e9, {k: v * 1e12 for k, v in tflops.items()})
 
 
-BUILTIN: dict[str, Gpu] = {
+BUILTIN: dict[str, Gpu] = _with_fitted({
     g.key: g
     for g in (
         _gpu("a100-40gb", "NVIDIA A100 40GB (SXM)", 40, 1555, 19.5, 156, 312, 312),
@@ -73,13 +108,15 @@ BUILTIN: dict[str, Gpu] = {
         _gpu("h200", "NVIDIA H200 SXM 141GB", 141, 4800, 67, 494.7, 989.4, 989.4),
         _gpu("a6000", "NVIDIA RTX A6000 48GB", 48, 768, 38.7, 77.4, 154.8, 154.8),
         _gpu("a40", "NVIDIA A40 48GB", 48, 696, 37.4, 74.8, 149.7, 149.7),
+        _gpu("l40s", "NVIDIA L40S 48GB", 48, 864, 91.6, 183, 362, 362),
         _gpu("l4", "NVIDIA L4 24GB", 24, 300, 30.3, 60, 121, 121),
         _gpu("rtx4090", "NVIDIA GeForce RTX 4090 24GB", 24, 1008, 82.6, 82.6, 165.2, 165.2),
         _gpu("rtx3090", "NVIDIA GeForce RTX 3090 24GB", 24, 936, 35.6, 35.6, 71, 71),
     )
-}
+})
 ALIASES = {"h100sxm": "h100", "h100sxm80gb": "h100", "h200sxm": "h200", "a100": "a100-80gb", "rtxa6000": "a6000", "4090": "rtx4090", "3090": "rtx3090"}
 
+SIGNED_FIELDS = ("reserved_overhead",)  # a correction that may go either way
 _ENTRY_KEYS = {"name", "memory_gib", "bandwidth_gb_s", "tflops"} | {f.name for f in fields(Calibration)}
 
 
@@ -104,7 +141,7 @@ def load_gpu_file(path: str | Path) -> dict[str, Gpu]:
     path = Path(path)
     if not path.is_file():
         raise TpmeError(f"GPU file {path} does not exist", "give a JSON or TOML file with a `gpus` table")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, GPU_FILE_LIMIT, "GPU file")
     try:
         if path.suffix.lower() == ".toml":
             import tomllib
@@ -114,7 +151,7 @@ def load_gpu_file(path: str | Path) -> dict[str, Gpu]:
             doc = json.loads(text)
     except ImportError:
         raise TpmeError("reading TOML needs Python 3.11 or later", "write the GPU file as JSON") from None
-    except (ValueError, json.JSONDecodeError) as e:  # tomllib.TOMLDecodeError is a ValueError
+    except (ValueError, RecursionError) as e:  # tomllib.TOMLDecodeError and json.JSONDecodeError are ValueErrors
         raise TpmeError(f"GPU file {path} does not parse: {e}", "fix its syntax (JSON, or TOML for a .toml file)") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("gpus"), dict) or not doc["gpus"]:
         raise TpmeError(f"GPU file {path} has no `gpus` table", 'write {"gpus": {"my-gpu": {"name": ..., "memory_gib": ..., "bandwidth_gb_s": ..., "tflops": {...}}}}')
@@ -136,7 +173,7 @@ def _entry(key: str, raw: Any, path: Path) -> Gpu:
             raise TpmeError(f"{where} lacks {f!r}", "a new GPU needs name, memory_gib, bandwidth_gb_s and tflops = {fp32, tf32, fp16, bf16}")
     numbers = {k: v for k, v in raw.items() if k not in ("name", "tflops")}
     for k, v in numbers.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (v == 0 and k in ("memory_gib", "bandwidth_gb_s")):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (v < 0 and k not in SIGNED_FIELDS) or (v == 0 and k in ("memory_gib", "bandwidth_gb_s")):
             raise TpmeError(f"{where}: {k} = {v!r} is not a positive number")
     for k in ("compute_efficiency", "memory_efficiency"):
         if k in raw and not 0 < raw[k] <= 1:
@@ -161,6 +198,7 @@ def _entry(key: str, raw: Any, path: Path) -> Gpu:
         bandwidth_bytes_s=float(raw["bandwidth_gb_s"]) * 1e9 if "bandwidth_gb_s" in raw else base.bandwidth_bytes_s,
         peak_flops=peak,
         calibration=calib,
+        calibration_source=f"--gpu-file {path}" if set(numbers) & {f.name for f in fields(Calibration)} else (base.calibration_source if base else DEFAULT_SOURCE),
     )
 
 
@@ -189,6 +227,7 @@ _DEVICE_PATTERNS = (
     (r"a100", "a100-80gb"),
     (r"a6000", "a6000"),
     (r"a40(?!\d)", "a40"),
+    (r"l40s", "l40s"),
     (r"l4(?!\d)", "l4"),
     (r"4090", "rtx4090"),
     (r"3090", "rtx3090"),

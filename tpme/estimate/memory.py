@@ -11,10 +11,13 @@ took two thirds of a paper-preset estimate and are not reported.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
-from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker, _MemRefType, _State
+from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker, _MemRefType, _State, _UpdateType
+
+from tpme.estimate.allocator import ALLOC, FREE
 
 BREAKDOWN_KEYS = {
     _MemRefType.PARAM: "parameters",
@@ -28,7 +31,21 @@ BREAKDOWN_KEYS = {
 
 
 class TrainableMemTracker(MemTracker):
-    """MemTracker that installs gradient hooks on trainable parameters only."""
+    """MemTracker that installs gradient hooks on trainable parameters only, and logs every
+    storage it adds or drops (`events`: (alloc|free, handle, bytes), for the allocator replay)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, int, int]] = []
+        self._handles: dict[int, int] = {}  # id of a live storage's info -> a handle never reused
+
+    def _update_snap(self, u_type: _UpdateType, winfo: Any, old_mem_consumed: int | None = None, old_reftype: Any = None) -> None:
+        if u_type in (_UpdateType.DEL, _UpdateType.SIZE) and id(winfo) in self._handles:
+            self.events.append((FREE, self._handles.pop(id(winfo)), 0))
+        if u_type in (_UpdateType.ADD, _UpdateType.SIZE):
+            self._handles[id(winfo)] = handle = len(self.events)
+            self.events.append((ALLOC, handle, winfo.mem_consumed))
+        super()._update_snap(u_type, winfo, old_mem_consumed, old_reftype)
 
     def _track_module_params_and_buffers(self, module: nn.Module, install_grad_hooks: bool = True) -> tuple[int, int]:
         param_mem, buffer_mem = super()._track_module_params_and_buffers(module, install_grad_hooks=False)

@@ -1,4 +1,5 @@
-"""Where methods attach in each backbone architecture.
+"""Where methods attach in each backbone architecture (the recommender's encoders, and
+decoders of the Llama layout for the causal-lm scenario).
 
 transformers 5 names ViT's projections q_proj/k_proj/v_proj/o_proj and mlp.fc1/fc2,
 while BERT keeps query/key/value and attention.output.dense / output.dense, so every
@@ -47,6 +48,15 @@ TARGETS: dict[str, Targets] = {
         layernorm=_PREFIX + r"(?:layers\.\d+\.layernorm_(?:before|after)|layernorm)",
     ),
 }
+_DECODER = Targets(  # the Llama layout, shared by Qwen2, Mistral and others
+    query=_PREFIX + r"layers\.\d+\.self_attn\.q_proj",
+    key=_PREFIX + r"layers\.\d+\.self_attn\.k_proj",
+    value=_PREFIX + r"layers\.\d+\.self_attn\.v_proj",
+    attn_out=_PREFIX + r"layers\.\d+\.self_attn\.o_proj",
+    ffn_out=_PREFIX + r"layers\.\d+\.mlp\.down_proj",
+    layernorm=_PREFIX + r"(?:layers\.\d+\.(?:input|post_attention)_layernorm|model\.norm)",
+)
+TARGETS.update({kind: _DECODER for kind in ("llama", "qwen2", "qwen3", "mistral")})
 
 
 def targets_for(model: nn.Module) -> Targets:

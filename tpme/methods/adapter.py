@@ -46,7 +46,10 @@ class AdaptedLinear(nn.Module):
     def __init__(self, base: nn.Module, bottleneck: int, dim: int | None = None, up_std: float = 0.0):
         super().__init__()
         self.base = base
+        weight = next(base.parameters(), None)  # the official placement wraps a Dropout, which has none
         self.adapter = Bottleneck(dim or base.out_features, bottleneck, up_std)
+        if weight is not None:
+            self.adapter.to(weight.dtype)  # bf16 weights held without autocast need a bf16 adapter
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.adapter(self.base(x))
@@ -83,6 +86,14 @@ class Adapter(Method):
         def __post_init__(self) -> None:
             if self.bottleneck < 1:
                 raise TpmeError(f"adapter bottleneck must be at least 1, got {self.bottleneck}")
+
+    scenarios = frozenset({"recommendation", "causal-lm"})
+
+    def adapt(self, model: nn.Module) -> nn.Module:
+        model.requires_grad_(False)
+        if insert_adapters(model, self.options.bottleneck) == 0:
+            raise TpmeError(f"no attention/FFN output projections found in {type(model).__name__}")
+        return model
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
         for model in (backbones.text, backbones.image):

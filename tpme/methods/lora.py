@@ -1,7 +1,9 @@
-"""LoRA on the query and value projections of every layer of both backbones, through `peft`."""
+"""LoRA on the query and value projections of every layer (of both backbones, or of the decoder), through `peft`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from torch import nn
 
 from tpme.errors import TpmeError
 from tpme.methods._peft import apply_peft
@@ -27,14 +29,17 @@ class LoraOptions:
 @register_method("lora", "LoRA (peft) r=8 on the query and value projections of every layer of both backbones; + heads")
 class Lora(Method):
     Options = LoraOptions
+    scenarios = frozenset({"recommendation", "causal-lm"})
 
-    def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
+    def _config(self, model: nn.Module):
         from peft import LoraConfig
 
-        o = self.options
-        wrapped = []
-        for model in (backbones.text, backbones.image):
-            t = targets_for(model)
-            config = LoraConfig(r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout, target_modules=either(t.query, t.value), bias="none")
-            wrapped.append(apply_peft(model, config, "lora"))
+        o, t = self.options, targets_for(model)
+        return LoraConfig(r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout, target_modules=either(t.query, t.value), bias="none")
+
+    def adapt(self, model: nn.Module) -> nn.Module:
+        return apply_peft(model, self._config(model), "lora")
+
+    def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
+        wrapped = [apply_peft(model, self._config(model), "lora") for model in (backbones.text, backbones.image)]
         return DualEncoderTower(Backbones(*wrapped), embed_dim)

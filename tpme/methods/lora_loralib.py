@@ -39,6 +39,15 @@ def replace_with_loralib(model: nn.Module, pattern: str, o: LoraOptions) -> int:
 class LoraLoralib(Method):
     Options = LoraOptions
     requires = {"loralib": "pip install loralib (or tpme's default dependencies)"}
+    scenarios = frozenset({"recommendation", "causal-lm"})
+
+    def adapt(self, model: nn.Module) -> nn.Module:
+        import loralib
+
+        t = targets_for(model)
+        replace_with_loralib(model, either(t.query, t.value), self.options)
+        loralib.mark_only_lora_as_trainable(model, bias="none")
+        return model
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
         import loralib

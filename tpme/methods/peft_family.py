@@ -1,10 +1,15 @@
-"""`peft:<type>`: any `peft` method that injects into these backbones' layers, by its type name.
+"""`peft:<type>`: any `peft` method, by its type name.
 
 Options (`--method-opt key=value`) go to the peft config class, converted by the type of
-the config field; `text_targets=` / `image_targets=` (a comma list of module-name suffixes,
-or `re:PATTERN`) override the target modules chosen per backbone. Prompt-learning types prepend
-virtual tokens and need task-specific model heads and token embeddings (ViT has none);
-they and types that cannot inject into these backbones are refused with the reason.
+the config field. Recommendation: `text_targets=` / `image_targets=` (a comma list of
+module-name suffixes, or `re:PATTERN`) override the target modules chosen per backbone;
+prompt-learning types prepend virtual tokens and need task-specific model heads and token
+embeddings (ViT has none), so they are refused there with the reason. Causal-lm: the
+whole decoder is adapted with task type CAUSAL_LM, target modules are peft's defaults for
+the model type unless `targets=` is given, and prompt-learning types apply natively
+(`num_virtual_tokens`, and adaption prompt's `adapter_len`, default to 8 when not given,
+`adapter_layers` to every layer; peft has no defaults for them). Types that
+inject into no module and prompt nothing (X-LoRA) are refused in both.
 """
 from __future__ import annotations
 
@@ -23,7 +28,10 @@ from tpme.methods.registry import Method, register_family
 from tpme.models.backbones import Backbones
 from tpme.models.item_tower import DualEncoderTower, ItemTower
 
-TARGET_OPTIONS = ("text_targets", "image_targets")
+TARGET_OPTIONS = ("text_targets", "image_targets", "targets")
+DEFAULT_VIRTUAL_TOKENS = 8
+PROMPT_LEARNING_REASON = ("a prompt-learning method: it prepends virtual tokens to a text model's input embeddings and needs a task-specific PeftModel; "
+                          "the ViT image backbone has no token embeddings and the item tower reads [CLS] states")
 # fields the family sets itself; a user value for them would be overwritten or meaningless
 RESERVED = {"peft_type", "task_type", "target_modules", "feedforward_modules", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping", "peft_version"}
 
@@ -40,15 +48,15 @@ def _config_class(peft_type: str) -> type:
     return PEFT_TYPE_TO_CONFIG_MAPPING[known[key]]
 
 
-def _check_applicable(peft_type: str, cls: type) -> None:
+def is_prompt_learning(cls: type) -> bool:
     from peft.config import PromptLearningConfig
 
-    if issubclass(cls, PromptLearningConfig):
-        raise TpmeError(
-            f"peft:{peft_type} is a prompt-learning method: it prepends virtual tokens to a text model's input embeddings and needs a task-specific PeftModel; "
-            "the ViT image backbone has no token embeddings and the item tower reads [CLS] states",
-            "use a peft type that injects into layers (lora, loha, lokr, ia3, vera, boft, oft, ...)",
-        )
+    return issubclass(cls, PromptLearningConfig)
+
+
+def _check_applicable(peft_type: str, cls: type) -> None:
+    if is_prompt_learning(cls):
+        return
     if "target_modules" not in {f.name for f in dataclasses.fields(cls)}:
         raise TpmeError(f"peft:{peft_type} does not inject into target modules of a base model, so it cannot adapt these backbones", "use a peft type that injects into layers (lora, loha, lokr, ia3, vera, ...)")
 
@@ -116,8 +124,28 @@ def _targets_override(value: str) -> str | list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def check_prompt_fits(config: Any, model: nn.Module, label: str) -> None:
+    """A prompt-learning config's layer count and widths, where given, must be the model's (peft fills only missing ones)."""
+    mc = getattr(model, "config", None)
+    if mc is None or not is_prompt_learning(type(config)):
+        return
+    want = {"num_layers": mc.num_hidden_layers, "token_dim": mc.hidden_size, "num_attention_heads": mc.num_attention_heads}
+    bad = {k: (getattr(config, k), v) for k, v in want.items() if getattr(config, k, None) not in (None, v)}
+    if bad:
+        got = ", ".join(f"{k}={a} (the model has {b})" for k, (a, b) in bad.items())
+        raise TpmeError(f"{label}: the prompt-learning config does not fit the {mc.model_type} model: {got}", "drop those fields (peft fills them from the model) or use the model the config was written for")
+
+
+def adapt_decoder(model: nn.Module, config: Any, label: str) -> nn.Module:
+    """A peft config applied to a whole causal-LM decoder, prompt-learning configs checked first."""
+    check_prompt_fits(config, model, label)
+    return apply_peft(model, config, label)
+
+
 class PeftMethod(Method):
-    """One peft type applied to each backbone, targets chosen per backbone; + heads."""
+    """One peft type applied to each backbone (targets chosen per backbone; + heads), or to a whole decoder."""
+
+    scenarios = frozenset({"recommendation", "causal-lm"})
 
     def __init__(self, peft_type: str, options: dict[str, str]):
         self.peft_type = peft_type.lower().replace("-", "_")
@@ -141,6 +169,29 @@ class PeftMethod(Method):
     def options_dict(self) -> dict[str, Any]:
         return dict(self.raw)
 
+    def unsupported_reason(self, scenario: str) -> str | None:
+        if scenario == "recommendation" and is_prompt_learning(self.config_cls):
+            return f"{self.name} is {PROMPT_LEARNING_REASON}"
+        return super().unsupported_reason(scenario)
+
+    def adapt(self, model: nn.Module) -> nn.Module:
+        per_backbone = sorted(set(self.overrides) - {"targets"})
+        if per_backbone:
+            raise TpmeError(f"{self.name}: {', '.join(per_backbone)} name(s) a recommender backbone", "give targets= for the decoder's target modules")
+        fields = {f.name for f in dataclasses.fields(self.config_cls)}
+        extra: dict[str, Any] = {"task_type": "CAUSAL_LM"} if "task_type" in fields else {}
+        if "targets" in self.overrides:
+            extra["target_modules"] = self.overrides["targets"]
+        if is_prompt_learning(self.config_cls) and "num_virtual_tokens" not in self.kwargs:
+            extra["num_virtual_tokens"] = DEFAULT_VIRTUAL_TOKENS
+        if self.peft_type == "adaption_prompt":  # peft leaves both unset: prompts of the default length in every layer
+            extra.update({k: v for k, v in {"adapter_len": DEFAULT_VIRTUAL_TOKENS, "adapter_layers": model.config.num_hidden_layers}.items() if k not in self.kwargs})
+        try:
+            config = self.config_cls(**extra, **self.kwargs)
+        except (TypeError, ValueError) as e:
+            raise TpmeError(f"{self.name}: bad configuration: {e}") from e
+        return adapt_decoder(model, config, self.name)
+
     def config_for(self, model: nn.Module, which: str) -> Any:
         targets = _default_targets(self.peft_type, targets_for(model))
         if f"{which}_targets" in self.overrides:
@@ -151,9 +202,14 @@ class PeftMethod(Method):
             raise TpmeError(f"{self.name}: bad configuration: {e}") from e
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
+        reason = self.unsupported_reason("recommendation")
+        if reason is not None:
+            raise TpmeError(reason, "use a peft type that injects into layers (lora, loha, lokr, ia3, vera, boft, oft, ...)")
+        if "targets" in self.overrides:
+            raise TpmeError(f"{self.name}: targets= is the decoder's option (causal-lm)", "give text_targets= and image_targets= for the two backbones")
         text = apply_peft(backbones.text, self.config_for(backbones.text, "text"), self.name)
         image = apply_peft(backbones.image, self.config_for(backbones.image, "image"), self.name)
         return DualEncoderTower(Backbones(text, image), embed_dim)
 
 
-register_family("peft", "any peft method that injects into layers, by type name (peft:ia3, peft:loha, peft:vera, ...); options go to its config", PeftMethod)
+register_family("peft", "any peft method by type name (peft:ia3, peft:loha, peft:vera; prompt-learning types such as peft:prefix_tuning on causal-lm); options go to its config", PeftMethod)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
+from torch import nn
+
 from tpme.errors import TpmeError
 from tpme.models.backbones import Backbones
 from tpme.models.item_tower import ItemTower
@@ -63,12 +65,20 @@ class Method:
     uses_backbones_in_training: ClassVar[bool] = True
     scenarios: ClassVar[frozenset[str]] = frozenset({"recommendation"})  # the tasks this method adapts
     requires: ClassVar[dict[str, str]] = {}  # optional module -> how to install it
+    refusals: ClassVar[dict[str, str]] = {}  # scenario -> why this method makes no sense there
+    label: str | None = None  # how records and tables name it, when not by name and options (a peft config file's experiment)
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
         raise NotImplementedError
+
+    def adapt(self, model: nn.Module) -> nn.Module:
+        """Apply the method to one whole pretrained model (the causal-lm scenario's decoder):
+        mark what trains, inject what it adds; returns the model to train (which may wrap it).
+        Only methods that list such a scenario in `scenarios` implement it."""
+        raise NotImplementedError(f"{self.name} does not adapt a single model")
 
     def prepare(self, tower: ItemTower, ctx: PrepareContext) -> dict[str, Any]:
         """One-off work before training; returns facts for the result record."""
@@ -98,6 +108,8 @@ class Method:
         """Why this method cannot run in `scenario`, or None when it can."""
         if scenario in self.scenarios:
             return None
+        if scenario in self.refusals:
+            return self.refusals[scenario]
         return f"{self.name} is made for the {' and '.join(sorted(self.scenarios))} scenario{'s' if len(self.scenarios) > 1 else ''}"
 
 

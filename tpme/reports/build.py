@@ -17,6 +17,7 @@ from tpme.reports.html import EmbeddedFigure, render_html
 from tpme.reports.provenance import Provenance, collect
 from tpme.reports.reference import baseline_sentences, weights_sentence
 from tpme.reports.summary import Summary, summarise
+from tpme.reports.escape import markdown_text
 from tpme.reports.table import build_table, render_csv, render_latex, render_markdown_table
 from tpme.results.load import apply_group_by
 from tpme.results.record import Record
@@ -107,8 +108,9 @@ def render_figures(summary: Summary, sens: Sensitivity | None, fig_dir: Path | N
 
 
 def render_report_markdown(summary: Summary, prov: Provenance, figures: list[EmbeddedFigure], sens: Sensitivity | None, fig_ext: str | None, title: str) -> str:
-    out = [f"# {title}", "", weights_sentence(summary) + (f" Grouped by `{summary.group_by}`." if summary.group_by else ""), ""]
-    out += [f"> **Caution:** {c}\n" for c in prov.cautions()]
+    md = markdown_text
+    out = [f"# {md(title)}", "", weights_sentence(summary) + (f" Grouped by `{summary.group_by}`." if summary.group_by else ""), ""]
+    out += [f"> **Caution:** {md(c)}\n" for c in prov.cautions()]
     out += ["## Efficiency table", "", render_markdown_table(build_table(summary))]
     out += [f"**Reference.** {line}\n" for line in baseline_sentences(summary)]
     if fig_ext:
@@ -117,14 +119,14 @@ def render_report_markdown(summary: Summary, prov: Provenance, figures: list[Emb
             out += [f"![{f.title}]({f.name}.{fig_ext})", "", f"*{f.title}.* {f.caption}", ""]
     if sens is not None:
         out += ["## Weight sensitivity", "", *sensitivity_markdown(sens), ""]
-    out += ["## Provenance", ""] + [f"- **{k}**: {v}" for k, v in prov.items()] + [""]
+    out += ["## Provenance", ""] + [f"- **{md(k)}**: {md(v)}" for k, v in prov.items()] + [""]
     out += ["| method | epoch time | peak memory | HR@10 / NDCG@10 |", "|---|---|---|---|"]
-    out += [f"| {s['label']} | {s['epoch_time'] or '-'} | {s['memory'] or '-'} ({s['memory_source'] or '-'}) | {s['effectiveness'] or 'not evaluated'} |" for s in prov.sources]
+    out += [f"| {md(s['label'])} | {md(s['epoch_time'] or '-')} | {md(s['memory'] or '-')} ({md(s['memory_source'] or '-')}) | {md(s['effectiveness'] or 'not evaluated')} |" for s in prov.sources]
     out += ["", "## Failed cells", ""]
     if prov.failures:
         for f in prov.failures:
             last = (f["error"] or "").strip().splitlines()
-            out.append(f"- {f['label']} (repeat {f['repeat']}): {f['status']}: {last[-1] if last else '(no error text)'}")
+            out.append(f"- {md(f['label'])} (repeat {f['repeat']}): {f['status']}: {md(last[-1]) if last else '(no error text)'}")
     else:
         out.append("None: every cell finished.")
     return "\n".join(out) + "\n"
@@ -134,17 +136,17 @@ def sensitivity_markdown(sens: Sensitivity) -> list[str]:
     w = sens.chosen.as_tuple()
     lines = [
         f"Grid step {sens.step:g} ({len(sens.grid)} weight triples). At the chosen weights ({w[0]:g}, {w[1]:g}, {w[2]:g}) "
-        f"the lowest TPME is **{' = '.join(sens.chosen_winners)}**. Kendall tau against the chosen ranking: mean {sens.tau_mean:.3f}, "
+        f"the lowest TPME is **{' = '.join(map(markdown_text, sens.chosen_winners))}**. Kendall tau against the chosen ranking: mean {sens.tau_mean:.3f}, "
         f"min {sens.tau_min:.3f}; identical ranking at {100 * sens.identical_share:.1f}% of the grid.",
         "",
         "| method | share of simplex where lowest (%) |",
         "|---|---:|",
     ]
-    lines += [f"| {m} | {100 * s:.1f} |" for m, s in sorted(sens.shares.items(), key=lambda kv: -kv[1])]
+    lines += [f"| {markdown_text(m)} | {100 * s:.1f} |" for m, s in sorted(sens.shares.items(), key=lambda kv: -kv[1])]
     bsum = sens.boundary_summary()
     if bsum:
         lines += ["", "| winner | neighbour | grid edges | boundary nearest the chosen weights (a1, a2, a3) |", "|---|---|---:|---|"]
-        lines += [f"| {b['between'][0]} | {b['between'][1]} | {b['edges']} | {', '.join(f'{x:.3f}' for x in b['nearest'])} |" for b in bsum]
+        lines += [f"| {markdown_text(b['between'][0])} | {markdown_text(b['between'][1])} | {b['edges']} | {', '.join(f'{x:.3f}' for x in b['nearest'])} |" for b in bsum]
     lines += ["", "Ties: methods within 1e-9 of the lowest TPME share a point, which counts 1/k towards each of the k tied methods."]
     return lines
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from tpme.metrics.tpme import Weights
 from tpme.reports.format import Unit, byte_unit, fmt_float
+from tpme.reports.escape import csv_cell, markdown_text
 from tpme.reports.summary import Row, Summary, summarise
 from tpme.results.record import Record
 
@@ -193,8 +194,7 @@ def render_markdown(records: list[Record], weights: Weights) -> str:
 
 
 def render_markdown_table(t: Table) -> str:
-    def esc(c: str) -> str:
-        return c.replace("|", "\\|").replace("*", "\\*")
+    esc = markdown_text  # labels are user text: no tag, link or formatting survives
 
     out = ["| " + " | ".join(t.headers) + " |", "|" + "|".join("---:" if i in t.numeric else "---" for i in range(len(t.headers))) + "|"]
     out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in t.cells]
@@ -254,7 +254,7 @@ def render_csv(summary: Summary) -> str:
             r.outlier_steps if r.ok else None, r.busy_repeats if r.ok else None,
             *(r.quality.get(q.name) for q in summary.quality_metrics), r.repeats, r.ok, r.status, err, *wt,
         ]
-        w.writerow(["" if v is None else v for v in values])
+        w.writerow([csv_cell(v) for v in values])  # a label starting with = + - @ is text, never a formula
     return buf.getvalue()
 
 

@@ -13,17 +13,29 @@ from pathlib import Path
 from typing import Any
 
 from tpme.errors import TpmeError
+from tpme.files import check_regular, lines, read_bytes
 from tpme.results.record import Record
 
 RESULTS_FILE = "results.jsonl"
 ATTEMPTS_FILE = "attempts.jsonl"
 
 
+RECORD_FILE_LIMIT = 4 * 2**30  # a sweep of 100k cells is well below
+RECORD_LINE_LIMIT = 64 * 2**20
+
+
 def append_record(path: str | Path, record: Record | dict[str, Any]) -> None:
+    """Append one whole line. An unfinished last line (a crash mid-write) is first ended, so
+    the new record never fuses with it: the damage stays on its own line for `scan`/`repair`."""
     data = record.to_dict() if isinstance(record, Record) else record
     line = (json.dumps(data, default=str, allow_nan=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    if os.path.lexists(path):
+        check_regular(path, "record file")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:
@@ -42,16 +54,16 @@ class Scan:
 
 def scan(path: Path) -> Scan:
     out = Scan(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return out
-    raw = path.read_bytes().split(b"\n")
+    raw = read_bytes(path, RECORD_FILE_LIMIT, "record file").split(b"\n")
     for lineno, line in enumerate(raw, 1):
         if not line.strip():
             continue
         complete = lineno < len(raw)  # the piece after the last newline is an unfinished line
         try:
             rec = json.loads(line) if complete else None
-        except ValueError:
+        except (ValueError, RecursionError):
             rec = None
         if isinstance(rec, dict) and "cell_key" in rec:
             out.lines.append(line)
@@ -92,16 +104,17 @@ def load_records(path: str | Path) -> list[Record]:
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise TpmeError(f"no results file at {path}", "give a results.jsonl or a run directory written by `tpme run`")
     records = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                raise TpmeError(f"{path}:{lineno}: not a JSON record (a partial line from an interrupted run?)", "delete that line or re-run the cell") from None
-            records.append(Record.from_dict(data, f"{path}:{lineno}"))
+    for lineno, raw in lines(path, RECORD_FILE_LIMIT, RECORD_LINE_LIMIT, "results file"):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+        except ValueError:  # not JSON, not UTF-8, or nested past the parser's depth
+            raise TpmeError(f"{path}:{lineno}: not a JSON record (a partial line from an interrupted run?)", "delete that line or re-run the cell") from None
+        except RecursionError:
+            raise TpmeError(f"{path}:{lineno}: a JSON value nested too deeply", "delete that line or re-run the cell") from None
+        records.append(Record.from_dict(data, f"{path}:{lineno}"))
     return records

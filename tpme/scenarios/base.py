@@ -102,6 +102,7 @@ class Scenario:
     quality_metrics: ClassVar[tuple[QualityMetric, ...]] = ()
     model_option: ClassVar[str] = "model"  # the top-level config field `--model`/`--backbone` sets
     samples_name: ClassVar[str] = "samples"  # what one epoch visits once: users, sequences
+    estimate_preset: ClassVar[str] = "default"  # the preset `tpme estimate` starts from (the task's real scale)
 
     # configuration
     def presets(self) -> dict[str, ScenarioConfig]:
@@ -131,12 +132,20 @@ class Scenario:
         """Config fields from this scenario's options (None: keep the preset's)."""
         return {}
 
+    def extra_methods(self, args: argparse.Namespace) -> list[str]:
+        """Methods this scenario's own options name (causal-lm's `--peft-config FILE`)."""
+        return []
+
     # methods
     def check_method(self, method: Method) -> None:
         """Refuse, with the reason, a method that makes no sense for this scenario."""
         reason = method.unsupported_reason(self.name)
         if reason is not None:
             raise TpmeError(f"method {method.name!r} does not apply to the {self.name} scenario: {reason}", f"`tpme methods --scenario {self.name}` lists the methods that do")
+
+    def preflight(self, cfg: Any, method: Method) -> None:
+        """Checks a run makes before it writes anything (the data source, the method on the model);
+        each failure a TpmeError. Default: none beyond `check_method`."""
 
     # data
     def data_key(self, cfg: Any) -> str:
@@ -170,12 +179,21 @@ class Scenario:
         the official IISAN batch size); every cell, estimate and count asks this."""
         return cfg
 
+    def count(self, cfg: Any, method: Method) -> tuple[int, int]:
+        """(trainable, total) parameters of a method, as `tpme params` reports them: the model
+        assembled on the meta device, counted as the harness counts."""
+        return count_params(self.assemble(cfg, method, meta=True).model)
+
     def optimizer(self, cfg: Any, model: nn.Module, fused: bool) -> torch.optim.Optimizer:
         """The optimizer the harness trains with (and the estimate builds)."""
         raise NotImplementedError
 
     def grad_clip(self, cfg: Any) -> float | None:
         return None
+
+    def autocast_precision(self, cfg: Any) -> str:
+        """The precision the step autocasts to (fp32: none); a scenario holding half weights runs without autocast."""
+        return cfg.train.precision
 
     def build_training(self, cfg: Any, method: Method, data_path: Path, device: torch.device, cache_dir: str, seed: int) -> TrainingSetup:
         raise NotImplementedError

@@ -7,6 +7,7 @@ Progress and failure lines go to stderr only, so a command's `--json` stays pure
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import sys
@@ -19,6 +20,8 @@ from tqdm import tqdm
 
 from tpme.bench.cell import CellSpec
 from tpme.errors import TpmeError
+from tpme.results.finite import fail_non_finite
+from tpme.results.lock import run_lock
 from tpme.results.record import Baseline, Record
 from tpme.results.store import ATTEMPTS_FILE, RESULTS_FILE, append_record
 from tpme.sweep.executors.base import Executor, Job
@@ -75,8 +78,8 @@ def validate(opts: DriverOptions) -> None:
     """Every numeric option checked before any work starts."""
     if opts.retries < 1:
         raise TpmeError("--retries must be at least 1 (attempts per cell in total)")
-    if opts.timeout_s is not None and not opts.timeout_s > 0:
-        raise TpmeError("--timeout must be a positive number of seconds")
+    if opts.timeout_s is not None and not (opts.timeout_s > 0 and math.isfinite(opts.timeout_s)):
+        raise TpmeError(f"--timeout must be a positive number of seconds, got {opts.timeout_s:g}", "give seconds, e.g. --timeout 3600, or leave it out for no limit")
     if opts.max_parallel is not None and opts.max_parallel < 1:
         raise TpmeError("--max-parallel must be at least 1")
     if opts.executor not in EXECUTORS:
@@ -156,10 +159,14 @@ def _write_json(path: Path, data: dict) -> None:
 
 def run(plan: Plan, opts: DriverOptions, executor: Executor | None = None, notify: Callable[[str], None] = stderr) -> Outcome:
     validate(opts)
+    with run_lock(opts.out_dir):  # one writer per run folder (the CLI holds it already, around its table and report too)
+        return _run_locked(plan, opts, executor, notify)
+
+
+def _run_locked(plan: Plan, opts: DriverOptions, executor: Executor | None, notify: Callable[[str], None]) -> Outcome:
     cells = plan.cells
-    created = not opts.out_dir.exists()  # a run directory this call makes is removed again if its data fails to prepare
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
     state = RunState.open(opts.out_dir, opts.resume, notify)
+    state.recover(opts.retries, notify)
     final, spent = state.final(), state.attempts_spent()
     todo = [c for c in cells if final.get(c.key, {}).get("status") not in FINAL_STATUSES and spent[c.key] < opts.retries]
     done_earlier = sum(1 for c in cells if final.get(c.key, {}).get("status") in FINAL_STATUSES)
@@ -170,12 +177,7 @@ def run(plan: Plan, opts: DriverOptions, executor: Executor | None = None, notif
     notify(f"{plan.name}: {len(cells)} cell(s), {done_earlier} done earlier, {exhausted} failed with attempts spent, {len(todo)} to run -> {opts.out_dir}")
     outcome = Outcome([], len(cells), 0)
     if todo:
-        try:
-            data, outcome.baselines = prepare_data(todo, opts.out_dir, notify)
-        except TpmeError:
-            if created and not (opts.out_dir / RESULTS_FILE).exists():
-                shutil.rmtree(opts.out_dir, ignore_errors=True)
-            raise
+        data, outcome.baselines = prepare_data(todo, opts.out_dir, notify)  # on failure, run_lock removes a run folder it created
         executor = executor or make_executor(opts, todo)
         notify(executor.description)
         try:
@@ -217,6 +219,7 @@ def _drive(plan: Plan, opts: DriverOptions, executor: Executor, todo: list[Cell]
             for job, record in executor.wait(POLL_S):
                 if (record.error or "").startswith("KeyboardInterrupt"):
                     raise KeyboardInterrupt  # the cell saw the terminal's Ctrl-C before this process did
+                record = fail_non_finite(record)  # whatever the executor, a NaN is never ok nor stored bare
                 record.axes, record.attempt = job.cell.axes, job.attempt
                 record.baselines = baselines.get(job.cell.data_key, {})
                 is_final = record.status in FINAL_STATUSES or job.attempt >= opts.retries

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from tpme.errors import TpmeError
+from tpme.files import read_text
 from tpme.scenarios import get_scenario
 from tpme.scenarios.base import Scenario
 from tpme.sweep.grid import METHOD_AXIS, Cell, make_cell, product
@@ -96,11 +97,32 @@ def _dotted(where: Path_) -> str:
     return out
 
 
-def _yaml_lines(text: str, col: list[tuple[Path_, str]]) -> dict[Path_, int]:
-    """Line of every key and list item; duplicate keys (which YAML loaders silently merge) reported."""
-    lines: dict[Path_, int] = {}
+SPEC_LIMIT = 2**20  # bytes; a large grid spec is a few KiB
+MAX_NODES = 100_000  # YAML nodes after aliases are expanded (a billion-laughs file is refused)
+MAX_DEPTH = 64
 
-    def walk(node: yaml.Node, where: Path_) -> None:
+
+class _TooBig(Exception):
+    pass
+
+
+def _yaml_lines(text: str, col: list[tuple[Path_, str]]) -> dict[Path_, int]:
+    """Line of every key and list item; duplicate keys (which YAML loaders silently merge) reported.
+
+    The walk is bounded: an alias that contains itself, nesting deeper than MAX_DEPTH, or more
+    than MAX_NODES nodes once aliases are expanded raise _TooBig (the loader would build the
+    same structure, and validation would walk it)."""
+    lines: dict[Path_, int] = {}
+    visited = [0]
+
+    def walk(node: yaml.Node, where: Path_, open_nodes: set[int]) -> None:
+        visited[0] += 1
+        if visited[0] > MAX_NODES:
+            raise _TooBig(f"more than {MAX_NODES:,} values once its aliases (*name) are expanded")
+        if len(where) > MAX_DEPTH:
+            raise _TooBig(f"values nested deeper than {MAX_DEPTH} levels")
+        if id(node) in open_nodes:
+            raise _TooBig(f"an alias at line {node.start_mark.line + 1} refers to a node that contains it")
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for k, v in node.value:
@@ -108,16 +130,16 @@ def _yaml_lines(text: str, col: list[tuple[Path_, str]]) -> dict[Path_, int]:
                 if key in seen:
                     col.append((where + (key,), "duplicate key (YAML keeps the last one silently): keep one"))
                 seen.add(key)
-                lines[where + (key,)] = k.start_mark.line + 1
-                walk(v, where + (key,))
+                lines.setdefault(where + (key,), k.start_mark.line + 1)
+                walk(v, where + (key,), open_nodes | {id(node)})
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
-                lines[where + (i,)] = v.start_mark.line + 1
-                walk(v, where + (i,))
+                lines.setdefault(where + (i,), v.start_mark.line + 1)
+                walk(v, where + (i,), open_nodes | {id(node)})
 
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
-        walk(root, ())
+        walk(root, (), set())
     return lines
 
 
@@ -125,7 +147,7 @@ def read_spec_file(path: Path) -> tuple[Any, dict[Path_, int], list[tuple[Path_,
     """Parse YAML or TOML; syntax errors are fatal (one error, with its location)."""
     if not path.is_file():
         raise TpmeError(f"no sweep spec at {path}", "give a .yaml, .yml or .toml file")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, SPEC_LIMIT, "sweep spec")
     early: list[tuple[Path_, str]] = []
     if path.suffix in (".yaml", ".yml"):
         try:
@@ -135,12 +157,18 @@ def read_spec_file(path: Path) -> tuple[Any, dict[Path_, int], list[tuple[Path_,
             mark = getattr(e, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
             raise SpecErrors(path, [f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}"]) from None
+        except _TooBig as e:
+            raise SpecErrors(path, [f"{path}: a spec is plain settings and lists; this one has {e}"]) from None
+        except RecursionError:
+            raise SpecErrors(path, [f"{path}: a spec is plain settings and lists; this one is nested too deeply"]) from None
         return data, lines, early
     if path.suffix == ".toml":
         try:
             return tomllib.loads(text), {}, early
         except tomllib.TOMLDecodeError as e:
             raise SpecErrors(path, [f"{path}: not valid TOML: {e}"]) from None
+        except RecursionError:
+            raise SpecErrors(path, [f"{path}: nested too deeply"]) from None
     raise TpmeError(f"sweep spec {path} is neither YAML nor TOML", "name it *.yaml, *.yml or *.toml")
 
 

@@ -3,7 +3,8 @@
 results.jsonl holds one final record per cell (ok, oom, or the last failure once its
 attempts are spent); attempts.jsonl logs every finished attempt, which is how --retries
 counts across resumed runs. Damaged lines (the tail of a write cut short by a crash) are
-moved aside on --resume, never dropped.
+moved aside on --resume, never dropped; a final attempt whose results line was among
+them is recovered from attempts.jsonl.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tpme.errors import TpmeError
-from tpme.results.store import ATTEMPTS_FILE, RESULTS_FILE, Scan, describe_damage, repair, rewrite, scan
+from tpme.results.store import ATTEMPTS_FILE, RESULTS_FILE, Scan, append_record, describe_damage, repair, rewrite, scan
 
 FINAL_STATUSES = ("ok", "oom")  # results: never re-run; error and timeout are retried
 
@@ -35,6 +36,20 @@ class RunState:
         for s in damaged:
             notify(describe_damage(s) + f"; moved to {repair(s)}")
         return cls(results, attempts)
+
+    def recover(self, retries: int, notify: Callable[[str], None]) -> int:
+        """Give a final record back to each cell whose final attempt is in attempts.jsonl but
+        whose results line was lost (cut by a crash and moved aside): that attempt was final
+        (ok, oom, or its attempts spent), so it is the cell's result, not a failure to re-run."""
+        final, spent = self.final(), self.attempts_spent()
+        last = {r["cell_key"]: r for r in self.attempts.records}
+        lost = [r for key, r in last.items() if key not in final and (r.get("status") in FINAL_STATUSES or spent[key] >= retries)]
+        for rec in lost:
+            append_record(self.results.path, rec)
+        if lost:
+            self.results = scan(self.results.path)
+            notify(f"{len(lost)} final record(s) missing from {self.results.path} recovered from {self.attempts.path}")
+        return len(lost)
 
     def final(self) -> dict[str, dict[str, Any]]:
         return {r["cell_key"]: r for r in self.results.records}

@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from tpme.cli.common import add_scenario_args, parse_method_opts, print_json, scenario_config
+from tpme.cli.common import add_methods_arg, add_scenario_args, method_names, parse_method_opts, print_json, scenario_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "temporaries, batch) plus the runtime overhead, the FLOPs of a training step, and the step and epoch time on "
         "named GPUs. One training step runs on fake tensors (shapes only): nothing of model size is allocated.",
     )
-    p.add_argument("--methods", default="all", help="comma-separated method names, or `all` (default)")
-    p.add_argument("--preset", default="paper", help="ci, default or paper (default: paper, the IISAN paper's shapes, data size and batch)")
+    add_methods_arg(p)
+    p.add_argument("--preset", help="the scenario's preset (default: its real scale: paper for recommendation, the IISAN paper's shapes, data size and batch; "
+                   "peft for causal-lm, peft's method-comparison setting)")
     add_scenario_args(p)
     p.add_argument("--batch-size", type=int, help="samples (users, sequences) per batch")
     p.add_argument("--precision", help="fp32, fp16, bf16 or a comma list of them (default: the preset's)")
@@ -27,6 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list-gpus", action="store_true", help="print the GPU table (with --gpu-file entries) and exit")
     p.add_argument("--method-opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE", help="a method option (repeatable)")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE, which registers methods (repeatable)")
+    p.add_argument("--peft-experiment", action="append", metavar="DIR", help="causal-lm: a peft experiment folder (<root>/experiments/<method>/<name>/, "
+                   "<root>/default_training_params.json beside it) estimated as written: its adapter_config.json (none: full fine-tuning) and its training "
+                   "params set batch, max length (the peak is at it), weight dtype, optimizer, clipping, checkpointing; the rest from the peft preset (repeatable)")
+    p.add_argument("--mean-tokens", type=float, metavar="N", help="with --peft-experiment: also the step time at N tokens per sample (the data's mean length) and the time of max_steps such steps")
     p.add_argument("--json", action="store_true", help="print a JSON list: one object per method x precision x GPU")
     p.set_defaults(func=run)
 
@@ -35,20 +40,24 @@ def run(args: argparse.Namespace) -> int:
     from tpme.errors import TpmeError
     from tpme.estimate.api import estimate_records
     from tpme.estimate.gpus import resolve_gpus
-    from tpme.methods.registry import get_method, load_plugins, resolve_method_names
+    from tpme.methods.registry import get_method, load_plugins
+    from tpme.scenarios import get_scenario
     from tpme.scenarios.config import PRECISIONS
 
     if args.list_gpus:
         return _list_gpus(resolve_gpus(args.gpu or "all", args.gpu_file), args.json)
     gpus = resolve_gpus(args.gpu or "h100", args.gpu_file)
+    if args.peft_experiment or args.mean_tokens is not None:
+        return _run_experiments(args, gpus)
     given = [p.strip() for p in (args.precision or "").split(",") if p.strip()]
     bad = [p for p in given if p not in PRECISIONS]
     if bad or (args.precision is not None and not given):
         raise TpmeError(f"unknown precision {', '.join(bad) or '(none)'}", f"use one or more of {', '.join(PRECISIONS)}")
-    scenario, cfg = scenario_config(argparse.Namespace(**{**vars(args), "precision": None}))
+    preset = args.preset or get_scenario(args.scenario).estimate_preset
+    scenario, cfg = scenario_config(argparse.Namespace(**{**vars(args), "preset": preset, "precision": given[0] if given else None}))
     precisions = given or [cfg.train.precision]
     load_plugins(args.plugin)
-    names = resolve_method_names(args.methods, scenario.name)
+    names = method_names(args, scenario)
     options = parse_method_opts(args.method_opt, names)
     for name in names:
         scenario.check_method(get_method(name, options[name]))
@@ -68,12 +77,56 @@ def run(args: argparse.Namespace) -> int:
                 raise
             except Exception as e:  # noqa: BLE001 - a method the fake step cannot run; the others still get estimated
                 failed = True
-                rows.append({"method": name, "precision": precision, "status": "error", "error": f"{type(e).__name__}: {e}"})
+                rows.append({"method": name, "label": name, "precision": precision, "status": "error", "error": f"{type(e).__name__}: {e}"})
                 print(f" failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
     if args.json:
         print_json(rows)
     else:
         print(render(rows, data.samples, scenario.samples_name))
+    return 1 if failed else 0
+
+
+def _run_experiments(args: argparse.Namespace, gpus: list) -> int:
+    """`--peft-experiment DIR ...`: one estimate per folder, its settings from its files."""
+    from tpme.errors import TpmeError
+    from tpme.estimate.experiments import estimate_experiment, experiment_records, mean_length
+    from tpme.scenarios.causal_lm.experiment_run import experiment_config
+    from tpme.scenarios.causal_lm.peft_experiment import load_experiment
+
+    if not args.peft_experiment:
+        raise TpmeError("--mean-tokens needs --peft-experiment", "add --peft-experiment DIR, or drop --mean-tokens")
+    clashes = [f for f, v in (("--methods", args.methods), ("--batch-size", args.batch_size), ("--precision", args.precision), ("--seq-len", getattr(args, "seq_len", None))) if v is not None]
+    if clashes:
+        raise TpmeError(f"{', '.join(clashes)} cannot be combined with --peft-experiment, whose files set them", f"drop {', '.join(clashes)}, or edit the experiment's training_params.json")
+    scenario, base = scenario_config(argparse.Namespace(**{**vars(args), "preset": "peft"}))
+    if scenario.name != "causal-lm":
+        raise TpmeError(f"--peft-experiment estimates causal-lm experiments, and this is --scenario {scenario.name}", "add --scenario causal-lm")
+    experiments = [load_experiment(d) for d in args.peft_experiment]  # every folder read and checked before the first (slow) estimate
+    for exp in experiments:
+        experiment_config(exp, base)
+        if args.mean_tokens is not None:
+            mean_length(args.mean_tokens, exp.max_seq_length)
+    rows, failed = [], False
+    for exp in experiments:
+        t0 = time.perf_counter()
+        print(f"tpme: estimating {exp.label} ({base.model}) ...", file=sys.stderr, end="", flush=True)
+        try:
+            rows += experiment_records(estimate_experiment(scenario, base, exp, args.mean_tokens), gpus)
+            print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        except TpmeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an adapter the fake step cannot run; the other experiments still get estimated
+            failed = True
+            rows.append({"label": exp.label, "method": exp.label, "experiment": str(exp.path), "precision": "-", "status": "error", "error": f"{type(e).__name__}: {e}"})
+            print(f" failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+    if args.json:
+        print_json(rows)
+        return 1 if failed else 0
+    ok = [r for r in rows if r["status"] == "ok"]
+    print(render(rows, ok[0]["max_steps"] * ok[0]["batch_size"] if ok else 0, "sequences"))
+    for r in ok:
+        if "predicted_step_time_at_mean_s" in r:
+            print(f"{r['label']} on {r['gpu']}: {r['predicted_step_time_at_mean_s']:.3f} s/step at {r['mean_seq_len']} tokens per sample, {r['predicted_train_time_at_mean_s']:.0f} s for {r['max_steps']} steps")
     return 1 if failed else 0
 
 
@@ -93,23 +146,25 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool
     ok = [r for r in rows if r["status"] == "ok"]
     gib = 2**30
     units = [byte_unit(get(r) for r in ok) for _, get in MEMORY_COLUMNS]
-    headers = ["method", "precision", "gpu", "fits", "needs (GiB)", "has (GiB)", *(u.header(h) for (h, _), u in zip(MEMORY_COLUMNS, units)),
+    headers = ["method", "precision", "gpu", "fits", "needs (GiB)", "has (GiB)", "reserved (GiB)", *(u.header(h) for (h, _), u in zip(MEMORY_COLUMNS, units)),
                "TFLOP/step", "step (s)", "epoch (s)"]
     table = TextTable(headers, [], set(range(4, len(headers))))
     for r in rows:
         if r["status"] != "ok":
             table.failed_rows.add(len(table.rows))
-            table.rows.append([r["method"], r["precision"], "-", "error: " + r["error"][:60]] + ["-"] * (len(headers) - 4))
+            table.rows.append([r.get("label", r["method"]), r["precision"], "-", "error: " + r["error"][:60]] + ["-"] * (len(headers) - 4))
             continue
         table.rows.append([
-            r["method"], r["precision"], r["gpu"], "yes" if r["fits"] else "NO", f"{r['total_memory_bytes'] / gib:.2f}", f"{r['gpu_memory_bytes'] / gib:.2f}",
+            r.get("label", r["method"]), r["precision"], r["gpu"], "yes" if r["fits"] else "NO", f"{r['total_memory_bytes'] / gib:.2f}", f"{r['gpu_memory_bytes'] / gib:.2f}",
+            f"{r['predicted_reserved_bytes'] / gib:.2f}" if "predicted_reserved_bytes" in r else "-",
             *(u.cell(get(r)) for (_, get), u in zip(MEMORY_COLUMNS, units)),
             f"{r['flops_per_step'] / 1e12:.3g}", fmt_seconds(r["predicted_step_time_s"]), fmt_seconds(r["predicted_epoch_time_s"]),
         ])
     if ok:
         steps = ok[0]["steps_per_epoch"]
         table.notes.append(f"Estimates, not measurements. needs = tensor peak + overhead; memory columns: live at the peak (params include buffers); "
-                           f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation. Epoch = {steps} steps ({n_samples} {noun} / batch {ok[0]['batch_size']}), data loading excluded.")
+                           f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation; "
+                           f"reserved: torch.cuda.max_memory_reserved() predicted by replaying the caching allocator (no CUDA context). Epoch = {steps} steps ({n_samples} {noun} / batch {ok[0]['batch_size']}), data loading excluded.")
         graphed = sorted({r["method"] for r in ok if r["cuda_graphs"]})
         if graphed:
             table.notes.append(f"Timed as replayed from CUDA graphs (as `tpme run` captures them; --cuda-graphs off for eager): {', '.join(graphed)}.")
@@ -119,7 +174,7 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool
 def _list_gpus(gpus: list, as_json: bool) -> int:
     from dataclasses import asdict
 
-    rows = [{"key": g.key, "name": g.name, "memory_gib": g.memory_bytes / 2**30, "bandwidth_gb_s": g.bandwidth_bytes_s / 1e9, "tflops": {k: v / 1e12 for k, v in g.peak_flops.items()}, **asdict(g.calibration)} for g in gpus]
+    rows = [{"key": g.key, "name": g.name, "memory_gib": g.memory_bytes / 2**30, "bandwidth_gb_s": g.bandwidth_bytes_s / 1e9, "tflops": {k: v / 1e12 for k, v in g.peak_flops.items()}, **asdict(g.calibration), "calibration_source": g.calibration_source} for g in gpus]
     if as_json:
         print_json(rows)
         return 0
@@ -128,4 +183,6 @@ def _list_gpus(gpus: list, as_json: bool) -> int:
     headers = ["key", "name", "memory (GiB)", "bandwidth (GB/s)", "fp32 (TFLOP/s)", "tf32 (TFLOP/s)", "fp16 (TFLOP/s)", "bf16 (TFLOP/s)"]
     cells = [[r["key"], r["name"], f"{r['memory_gib']:.0f}", f"{r['bandwidth_gb_s']:.0f}", *(f"{r['tflops'][k]:g}" for k in ("fp32", "tf32", "fp16", "bf16"))] for r in rows]
     print_table(TextTable(headers, cells, set(range(2, len(headers)))))
+    for source in sorted({r["calibration_source"] for r in rows}):
+        print(f"calibration of {', '.join(r['key'] for r in rows if r['calibration_source'] == source)}: {source}")
     return 0

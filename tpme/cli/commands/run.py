@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from tpme.cli.common import add_require_idle_arg, add_scenario_args, add_train_args, add_weights_arg, parse_method_opts, print_json, require_idle, scenario_config
+from tpme.cli.common import add_methods_arg, add_require_idle_arg, add_scenario_args, add_train_args, add_weights_arg, method_names, parse_method_opts, print_json, require_idle, scenario_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Writes results.jsonl, table.md and a report into the run directory. It is a sweep of one configuration: "
         "the same driver, executors, retries and --resume as `tpme sweep`.",
     )
-    p.add_argument("--methods", default="all", help="comma-separated method names, or `all` (default: every method of the scenario)")
+    add_methods_arg(p)
     p.add_argument("--preset", default="default", help="ci (seconds), default (minutes on a CPU), paper (the IISAN paper's shapes and data size)")
     add_scenario_args(p)
     add_train_args(p)
@@ -46,41 +46,55 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tpme.device import resolve_device
     from tpme.errors import TpmeError
-    from tpme.methods.registry import get_method, load_plugins, resolve_method_names
+    from tpme.methods.registry import get_method, load_plugins
     from tpme.metrics.aggregate import scored_dicts
     from tpme.metrics.tpme import Weights
     from tpme.reports.table import render_markdown, render_terminal
-    from tpme.sweep.driver import DriverOptions, Plan
+    from tpme.results.lock import run_lock
+    from tpme.sweep.driver import DriverOptions, Plan, validate
     from tpme.sweep.driver import run as drive
     from tpme.sweep.grid import run_cells
 
     weights = Weights.parse(args.weights)
     if args.repeats < 1:
         raise TpmeError("--repeats must be at least 1")
+    command = ["tpme", "run", *sys.argv[2:]]
+    opts = DriverOptions(Path(args.out) if args.out else Path(), "inprocess" if args.in_process else args.executor, args.ray_address, args.max_parallel, args.resume, args.retries, args.timeout, not args.quiet, command)
+    validate(opts)  # every numeric option before any work
     scenario, cfg = scenario_config(args)
     if resolve_device(cfg.train.device).type != "cuda" and weights.energy:
         raise TpmeError(f"the energy weight is {weights.energy:g}, and this run is on the CPU, where no energy is measured", "give three weights a1,a2,a3, or run with --device cuda")
     if resolve_device(cfg.train.device).type != "cuda" and cfg.train.cuda_graphs == "on":
         raise TpmeError("--cuda-graphs on needs a CUDA device, and this run is on the CPU", "drop --cuda-graphs (auto captures where it can) or run with --device cuda")
     load_plugins(args.plugin)
-    names = resolve_method_names(args.methods, scenario.name)
+    names = method_names(args, scenario)
     options = parse_method_opts(args.method_opt, names)
-    for name in names:
-        scenario.check_method(get_method(name, options[name]))  # bad options or a method of another task fail here, before any cell runs
+    every = (args.methods or "all").strip() == "all" and not scenario.extra_methods(args)
+    for name in list(names):
+        method = get_method(name, options[name])
+        scenario.check_method(method)  # bad options or a method of another task fail here, before any cell runs
+        try:
+            scenario.preflight(cfg, method)
+        except TpmeError as e:
+            if not every:
+                raise
+            names.remove(name)  # `all`: the methods this model can take (bitfit needs biases)
+            print(f"tpme: skipping {name}: {e.problem}", file=sys.stderr)
+    if not names:
+        raise TpmeError(f"no method of the {scenario.name} scenario applies to this configuration", "see the reasons above")
     if args.require_idle:
         require_idle({resolve_device(cfg.train.device).type})
-    out_dir = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}"
-    command = ["tpme", "run", *sys.argv[2:]]
+    out_dir = opts.out_dir = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset}"
     plan = Plan("run", run_cells(scenario, cfg, [(n, options[n]) for n in names], args.repeats), args.plugin, args.cache_dir, args.estimate,
                 resume_hint=" ".join(["tpme", "run", *[a for a in sys.argv[2:] if a != "--resume"], "--resume"]))
-    opts = DriverOptions(out_dir, "inprocess" if args.in_process else args.executor, args.ray_address, args.max_parallel, args.resume, args.retries, args.timeout, not args.quiet, command)
     print(f"tpme: {len(names)} method(s) x {args.repeats} repeat(s), {scenario.name}, {scenario.describe(cfg)} -> {out_dir}", file=sys.stderr)
-    outcome = drive(plan, opts)
-    if outcome.interrupted:
-        return 130
-    records = outcome.records
-    (out_dir / "table.md").write_text(render_markdown(records, weights))
-    report = write_run_report(out_dir, records, weights) if not args.no_report else None
+    with run_lock(out_dir):  # the table and report are this run's too: no second run may write them meanwhile
+        outcome = drive(plan, opts)
+        if outcome.interrupted:
+            return 130
+        records = outcome.records
+        (out_dir / "table.md").write_text(render_markdown(records, weights))
+        report = write_run_report(out_dir, records, weights) if not args.no_report else None
     if args.json:
         print_json(scored_dicts(records, weights))
     else:

@@ -58,6 +58,7 @@ def list_weights(as_json: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tpme.results.aggregate import check_one_configuration
     from tpme.metrics.aggregate import entries_from_records
     from tpme.metrics.tpme import Weights, score
     from tpme.results.store import load_records
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if not path.exists():
         raise TpmeError(f"{path} does not exist", "give a results.jsonl, a run directory or a CSV")
     records = None if path.suffix.lower() == ".csv" else load_records(path)
+    if records is not None:
+        check_one_configuration(records)  # repeats are combined by median, configurations never
     entries = read_csv(path) if records is None else entries_from_records(records)
     if not entries:
         raise TpmeError(f"{path}: no completed (status ok) results to score")

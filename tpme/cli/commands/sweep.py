@@ -38,14 +38,12 @@ def run(args: argparse.Namespace) -> int:
     from tpme.metrics.aggregate import scored_dicts
     from tpme.metrics.tpme import Weights
     from tpme.reports.table import render_terminal
-    from tpme.sweep.driver import DriverOptions, Plan
+    from tpme.sweep.driver import DriverOptions, Plan, validate
     from tpme.sweep.driver import run as drive
     from tpme.sweep.spec import load_spec
 
     opts = DriverOptions(Path(args.out) if args.out else Path(), args.executor, args.ray_address, args.max_parallel, args.resume, args.retries, args.timeout,
                          progress=not args.quiet, command=["tpme", "sweep", *sys.argv[2:]])
-    from tpme.sweep.driver import validate
-
     validate(opts)  # numeric options before the spec is read
     spec = load_spec(args.spec)
     if args.protocol is not None:

@@ -7,12 +7,15 @@ the shapes and each file's size and sha256. The key is a sha256 fingerprint of
 everything the vectors depend on (backbone weights and configs, tokens and tokenizer,
 image source, image size, layer lists, compute precision, storage dtype), so a change
 of any of them builds a new cache; a missing manifest, a size or checksum mismatch
-means a corrupt or interrupted cache, which is rebuilt, never used.
+means a corrupt or interrupted cache, which is rebuilt, never used. So is a manifest with a
+field of the wrong type or a file other than its own `<modality>.npy`, a key folder that
+is a symbolic link, and an array holding NaN or inf.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -26,6 +29,7 @@ from tqdm import tqdm
 
 from tpme.device import autocast, synchronize
 from tpme.errors import TpmeError
+from tpme.files import read_text
 from tpme.methods.iisan.options import STORAGE, storage_dtype
 from tpme.methods.iisan.towers import cls_states
 
@@ -65,32 +69,103 @@ def cache_root(cache_dir: str | Path) -> Path:
     return Path(cache_dir) / SUBDIR
 
 
+MANIFEST_LIMIT = 2**20  # a manifest is a few hundred bytes
+FINITE_CHUNK = 1 << 22  # elements checked at a time
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def parse_manifest(data: Any) -> dict[str, Any]:
+    """The manifest when every field it is used for has its type, else ValueError with why.
+
+    A file entry's name must be exactly `<modality>.npy`: a cache never reads a file
+    outside its own key folder, whatever the manifest says."""
+    if not isinstance(data, dict):
+        raise ValueError(f"manifest is a JSON {type(data).__name__}, not an object")
+    if data.get("format") != FORMAT:
+        raise ValueError(f"format {data.get('format')!r} is not {FORMAT}")
+    checks = {
+        "fingerprint": lambda v: isinstance(v, str), "dtype": lambda v: v in STORAGE, "precision": lambda v: isinstance(v, str),
+        "n_items": lambda v: _is_int(v) and v >= 0, "build_time_s": _is_number, "items_per_s": lambda v: v is None or _is_number(v),
+        "text_layers": lambda v: isinstance(v, list) and all(map(_is_int, v)), "image_layers": lambda v: isinstance(v, list) and all(map(_is_int, v)),
+        "files": lambda v: isinstance(v, dict), "created": lambda v: v is None or isinstance(v, str),
+    }
+    for key, ok in checks.items():
+        if not ok(data.get(key)):
+            raise ValueError(f"manifest field {key!r} is missing or of the wrong type ({type(data.get(key)).__name__})")
+    for modality in MODALITIES:
+        entry = data["files"].get(modality)
+        if not isinstance(entry, dict):
+            raise ValueError(f"{modality} array not listed")
+        if entry.get("name") != f"{modality}.npy":
+            raise ValueError(f"{modality} file is named {entry.get('name')!r}, not {modality}.npy (a cache reads only its own folder)")
+        shape = entry.get("shape")
+        if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n >= 0 for n in shape)):
+            raise ValueError(f"{modality} shape {shape!r} is not three non-negative integers")
+        if not (_is_int(entry.get("bytes")) and entry["bytes"] >= 0):
+            raise ValueError(f"{modality} bytes {entry.get('bytes')!r} is not a non-negative integer")
+        digest = entry.get("sha256")
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise ValueError(f"{modality} sha256 is not 64 hex digits")
+    return data
+
+
+def _finite(path: Path, dtype: str) -> bool:
+    """Every stored value finite (a foreign array of NaN must never be a cache hit)."""
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, FINITE_CHUNK):
+        chunk = torch.from_numpy(np.array(flat[start : start + FINITE_CHUNK]))
+        if dtype == "bf16":
+            chunk = chunk.view(torch.bfloat16)
+        if not bool(torch.isfinite(chunk).all()):
+            return False
+    return True
+
+
 def verify(directory: Path, fp: str | None = None) -> tuple[dict[str, Any] | None, str]:
     """(manifest, "ok") for a usable cache, else (manifest or None, the reason it is not)."""
+    if directory.is_symlink():
+        return None, "key folder is a symbolic link (a cache is a plain folder)"
     path = directory / MANIFEST
     if not path.is_file():
         return None, "missing" if not directory.exists() else "no manifest (interrupted build)"
     try:
-        manifest = json.loads(path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return None, "unreadable manifest"
-    if manifest.get("format") != FORMAT:
-        return manifest, f"format {manifest.get('format')} is not {FORMAT}"
-    if fp is not None and manifest.get("fingerprint") != fp:
+        manifest = parse_manifest(json.loads(read_text(path, MANIFEST_LIMIT, "cache manifest")))
+    except (TpmeError, ValueError, RecursionError) as e:
+        return None, f"unreadable manifest: {e}"
+    if fp is not None and manifest["fingerprint"] != fp:
         return manifest, "fingerprint mismatch"
     for modality in MODALITIES:
-        entry = files.get(modality)
-        if entry is None:
-            return manifest, f"{modality} array not listed"
+        entry = manifest["files"][modality]
         f = directory / entry["name"]
-        if not f.is_file():
-            return manifest, f"{entry['name']} missing"
+        if f.is_symlink() or not f.is_file():
+            return manifest, f"{entry['name']} missing" if not f.is_symlink() else f"{entry['name']} is a symbolic link"
         if f.stat().st_size != entry["bytes"]:
             return manifest, f"{entry['name']} has {f.stat().st_size} bytes, manifest says {entry['bytes']} (truncated?)"
         if _sha256_file(f) != entry["sha256"]:
             return manifest, f"{entry['name']} checksum mismatch (corrupt)"
+        try:
+            finite = _finite(f, manifest["dtype"])
+        except (ValueError, OSError) as e:
+            return manifest, f"{entry['name']} is not a readable array ({e})"
+        if not finite:
+            return manifest, f"{entry['name']} holds NaN or infinite values"
     return manifest, "ok"
+
+
+def remove(directory: Path) -> None:
+    """Delete one cache key folder; a symbolic link is removed itself, never what it points to."""
+    if directory.is_symlink() or directory.is_file():
+        directory.unlink()
+    elif directory.exists():
+        shutil.rmtree(directory)
 
 
 @dataclass
@@ -118,8 +193,7 @@ def build(directory: Path, fp: str, backbones, features, n_items: int, spec: Bui
 
     The backbones are moved to `device` for the pass (and stay there: the caller owns them).
     """
-    if directory.exists():
-        shutil.rmtree(directory)
+    remove(directory)
     directory.mkdir(parents=True)
     np_dtype, torch_dtype = STORAGE[spec.dtype]
     models = {"text": backbones.text, "image": backbones.image}
@@ -173,7 +247,7 @@ def open_arrays(directory: Path, manifest: dict[str, Any]) -> dict[str, torch.Te
     _, torch_dtype = STORAGE[manifest["dtype"]]
     out = {}
     for m in MODALITIES:
-        arr = np.load(directory / manifest["files"][m]["name"], mmap_mode="c")
+        arr = np.load(directory / manifest["files"][m]["name"], mmap_mode="c", allow_pickle=False)
         if list(arr.shape) != manifest["files"][m]["shape"]:
             raise TpmeError(f"cache array {m} has shape {arr.shape}, manifest says {manifest['files'][m]['shape']}")
         t = torch.from_numpy(arr)
@@ -203,7 +277,11 @@ def ensure(cache_dir: str | Path, backbones, bundle, features, spec: BuildSpec, 
         info.update(cache="hit", build_time_s=0.0, items_per_s=None)
     else:
         stale = reason
-        manifest = build(directory, fp, backbones, features, bundle.n_items, spec, device, progress)
+        try:
+            manifest = build(directory, fp, backbones, features, bundle.n_items, spec, device, progress)
+        except OSError as e:
+            why = "" if stale == "missing" else f" (it needed a rebuild: {stale})"
+            raise TpmeError(f"cannot write the IISAN cache in {directory}{why}: {e.strerror or e}", "make the cache folder writable, or give another --cache-dir") from None
         manifest, reason = verify(directory, fp)
         if reason != "ok":
             raise TpmeError(f"the IISAN cache just built in {directory} does not verify: {reason}", "check the disk (space, errors) and run `tpme cache clear`")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
+from tpme.errors import TpmeError
 from tpme.methods.iisan import cache as hc
 from tpme.methods.registry import get_method, parse_method_opts, register_command
 
@@ -32,8 +33,7 @@ def add_parser(sub: argparse._SubParsersAction, services: Any) -> None:
 
     b = actions.add_parser("build", help="build (or verify) the cache for a configuration")
     b.add_argument("--preset", default="default", help="ci, default or paper (default: default)")
-    b.add_argument("--dataset", help="synthetic[:SIZE] or a dataset directory (default: the preset's)")
-    b.add_argument("--backbone", help="tiny|small|base or TEXT_DIR,IMAGE_DIR (default: the preset's)")
+    services.scenario(SCENARIO).add_arguments(b, True)  # the dataset and backbone options of `tpme run`, so the same flags find the same cache
     b.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     b.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="precision of the build pass (default: the preset's)")
     b.add_argument("--seed", type=int, help="seed of data and initialisation")
@@ -60,7 +60,7 @@ def _cache_dir_arg(p: argparse.ArgumentParser) -> None:
 def build(args: argparse.Namespace, scenario: Any) -> int:
     from tpme.device import resolve_device
 
-    overrides = {"dataset": args.dataset, "backbone": args.backbone, "device": args.device, "precision": args.precision, "seed": args.seed}
+    overrides = {**scenario.overrides(args), "device": args.device, "precision": args.precision, "seed": args.seed}
     cfg = scenario.preset(args.preset).override(**overrides)
     method = get_method(METHOD, parse_method_opts(args.method_opt, [METHOD])[METHOD])
     facts = scenario.prepare_method(cfg, method, resolve_device(cfg.train.device), args.cache_dir, progress=not args.json)
@@ -72,16 +72,27 @@ def build(args: argparse.Namespace, scenario: Any) -> int:
     return 0
 
 
+def _folder_bytes(d: Path) -> int:
+    if d.is_symlink():
+        return 0
+    return sum(f.lstat().st_size for f in d.iterdir() if f.is_file() and not f.is_symlink())
+
+
 def _entries(cache_dir: str) -> list[dict]:
+    """One row per key folder (a symbolic link included, never followed); a bad manifest is a status."""
     root = hc.cache_root(cache_dir)
     rows = []
-    for d in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+    for d in sorted(p for p in root.iterdir() if p.is_dir() or p.is_symlink()) if root.is_dir() else []:
         manifest, status = hc.verify(d)
         m = manifest or {}
+        try:
+            size = _folder_bytes(d)
+        except OSError:
+            size = 0
         rows.append({
             "key": d.name, "path": str(d), "status": status, "dtype": m.get("dtype"),
-            "shapes": {k: v.get("shape") for k, v in m.get("files", {}).items()} if isinstance(m.get("files"), dict) else None,
-            "bytes": sum(f.stat().st_size for f in d.iterdir() if f.is_file()), "text_layers": m.get("text_layers"), "image_layers": m.get("image_layers"),
+            "shapes": {k: v["shape"] for k, v in m["files"].items() if k in hc.MODALITIES} if m else None,
+            "bytes": size, "text_layers": m.get("text_layers"), "image_layers": m.get("image_layers"),
             "build_time_s": m.get("build_time_s"), "created": m.get("created"),
         })
     return rows
@@ -103,7 +114,10 @@ def info(args: argparse.Namespace) -> int:
 def clear(args: argparse.Namespace) -> int:
     rows = [r for r in _entries(args.cache_dir) if not args.key or r["key"].startswith(args.key)]
     for r in rows:
-        shutil.rmtree(r["path"])
+        try:
+            hc.remove(Path(r["path"]))
+        except OSError as e:
+            raise TpmeError(f"cannot remove the cache {r['path']}: {e.strerror or e}", "check the folder's permissions and run `tpme cache clear` again") from None
     print(f"removed {len(rows)} cache(s) from {args.cache_dir}")
     return 0
 

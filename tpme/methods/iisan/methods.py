@@ -19,6 +19,7 @@ from tpme.models.item_tower import ItemTower
 @register_method("iisan", "IISAN side networks (intra text, intra image, inter) on every 2nd [CLS] state; backbones frozen, run without autograd")
 class Iisan(Method):
     Options = IisanOptions
+    refusals = {"causal-lm": "IISAN's side networks fuse the [CLS] states of a text and an image encoder; a decoder LM has neither"}
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
         side, text_layers, image_layers = build_side(backbones, embed_dim, self.options)
@@ -29,6 +30,7 @@ class Iisan(Method):
 class IisanCached(Method):
     Options = IisanCachedOptions
     uses_backbones_in_training = False
+    refusals = Iisan.refusals
 
     def build_tower(self, backbones: Backbones, embed_dim: int) -> ItemTower:
         side, text_layers, image_layers = build_side(backbones, embed_dim, self.options)

@@ -33,6 +33,7 @@ class Recommendation(Scenario):
     quality_metrics = METRICS
     model_option = "backbone"
     samples_name = "users"
+    estimate_preset = "paper"
 
     cli_dests = arguments.DESTS
 

@@ -20,6 +20,8 @@ from tpme.datasets.batching import ItemFeatures
 from tpme.datasets.bundle import DataBundle
 from tpme.datasets.preprocess import pad_left
 from tpme.device import autocast, synchronize
+from tpme.errors import NonFiniteError
+from tpme.results.finite import NON_FINITE_FIX
 from tpme.results.quality import KNOWN
 from tpme.results.record import Baseline, QualityValue
 from tpme.scenarios.recommendation.model import Recommender
@@ -55,10 +57,14 @@ def _rank_all(score_batch: Callable[[torch.Tensor], torch.Tensor], hist: np.ndar
     for start in range(0, len(hist), USER_BATCH):
         h = torch.from_numpy(hist[start : start + USER_BATCH]).to(device)
         t = torch.from_numpy(target[start : start + USER_BATCH]).to(device)
+        raw = score_batch(h).float()
+        if not bool(torch.isfinite(raw).all()):
+            bad = int((~torch.isfinite(raw)).sum())
+            raise NonFiniteError(f"{bad} item score(s) are NaN or infinite: the model diverged", NON_FINITE_FIX)
         if masked is None:
-            scores = mask_history(score_batch(h).float(), h, t)
+            scores = mask_history(raw, h, t)
         else:
-            scores = mask_whole_history(score_batch(h).float(), torch.from_numpy(masked[start : start + USER_BATCH]).to(device))
+            scores = mask_whole_history(raw, torch.from_numpy(masked[start : start + USER_BATCH]).to(device))
         hit, ndcg = hit_ndcg(target_ranks(scores, t), K)
         hits += float(hit.sum())
         ndcgs += float(ndcg.sum())

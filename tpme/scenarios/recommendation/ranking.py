@@ -2,7 +2,9 @@
 
 Masked candidates carry a score of -inf. The rank is 0-based: the number of candidates
 scored above the target plus half (rounded down) of the others tied with it, so a
-constant scorer neither wins nor loses by tie order.
+constant scorer neither wins nor loses by tie order. A NaN never helps: a NaN target
+ranks last and a NaN candidate counts as above the target (the evaluator refuses
+non-finite scores before ranking; this keeps the arithmetic sound on its own).
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import torch
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """scores [B, N], targets [B] column indices -> 0-based ranks [B] (int64)."""
     t = scores.gather(1, targets[:, None])
-    greater = (scores > t).sum(1)
-    ties = (scores == t).sum(1) - 1
-    return greater + ties // 2
+    greater = (scores > t).sum(1) + torch.isnan(scores).sum(1)
+    ties = ((scores == t).sum(1) - 1).clamp_min(0)
+    last = torch.full_like(greater, scores.shape[1] - 1)
+    return torch.where(torch.isnan(t[:, 0]), last, greater + ties // 2)
 
 
 def hit_ndcg(ranks: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
