@@ -51,7 +51,7 @@ fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 
 RATIOS_CMD="benchmarks/ratios.py --preset $PRESET --steps $STEPS --all-methods --out $RUN_DIR --json-out $OUT/ratios.json"
-"$PY" benchmarks/gpu_env.py --command "bash benchmarks/gpu_session.sh  # python $RATIOS_CMD" > "$OUT/env.json" || exit 3
+"$PY" benchmarks/gpu_env.py --command "bash benchmarks/gpu_session.sh  # LLM_MODEL=$LLM_MODEL LLM_SEQ=$LLM_SEQ LLM_BATCH=$LLM_BATCH LLM_STEPS=$LLM_STEPS; python $RATIOS_CMD" > "$OUT/env.json" || exit 3
 echo "tpme gpu session: $(date -u +%FT%TZ), preset $PRESET, $STEPS timed steps per cell -> $OUT"
 
 timeout 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_graphs.py > "$OUT/gpu-tests.log" 2>&1
