@@ -30,19 +30,26 @@ from pathlib import Path
 
 import torch
 
-from tpme.device import autocast, resolve_device, synchronize
-from tpme.estimate.api import data_shape, estimate_records
-from tpme.estimate.gpus import resolve_gpus
 from tpme.bench.probes import memory_probes
-from tpme.bench.runner import RunPlan, prepare_data, run_benchmark
-from tpme.scenarios.recommendation.training import build_training
 from tpme.bench.train import StepTimes, timed_steps
-from tpme.scenarios.recommendation.config import RunConfig, preset
+from tpme.cli.commands.run import write_run_report
 from tpme.datasets.batching import IMAGE, TEXT, ItemFeatures
 from tpme.datasets.bundle import DataBundle
 from tpme.datasets.prefetch import Prefetcher
+from tpme.device import autocast, resolve_device, synchronize
+from tpme.estimate.api import estimate_records
+from tpme.estimate.gpus import resolve_gpus
 from tpme.methods.registry import available_methods, get_method
+from tpme.metrics.tpme import Weights
 from tpme.models.backbones import Backbones, BackboneSpec
+from tpme.results.record import Record
+from tpme.scenarios import get_scenario
+from tpme.scenarios.recommendation.config import RunConfig
+from tpme.sweep.driver import DriverOptions, Plan, prepare_data
+from tpme.sweep.driver import run as drive
+from tpme.sweep.grid import run_cells
+
+SCENARIO = get_scenario("recommendation")
 
 
 @dataclass
@@ -63,14 +70,26 @@ def _goal(value: float | None, op: str, bound: float, applies: bool) -> bool | N
 CORE_METHODS = ("fft", "iisan", "iisan-cached")
 
 
-def method_ratios(cfg: RunConfig, out_dir: Path, on_gpu_paper: bool, all_methods: bool) -> tuple[list[Ratio], list[dict]]:
-    names = available_methods() if all_methods else [m for m in CORE_METHODS if m in available_methods()]
-    plan = RunPlan(cfg, [(m, {}) for m in names], out_dir, report=all_methods)
-    records = {r["method"]: r for r in run_benchmark(plan, progress=True)}
-    ok = {m: r for m, r in records.items() if r["status"] == "ok"}
+def _methods() -> dict[str, str]:
+    """The recommendation methods that can run here (their optional packages installed)."""
+    return available_methods(SCENARIO.name)
+
+
+def measure(cfg: RunConfig, methods: list[str], out_dir: Path) -> list[Record]:
+    """Each method as one cell in a fresh process, through the one orchestrator `tpme run` uses."""
+    plan = Plan("ratios", run_cells(SCENARIO, cfg, [(m, {}) for m in methods], 1))
+    return drive(plan, DriverOptions(out_dir, command=["python", *sys.argv])).records
+
+
+def method_ratios(cfg: RunConfig, out_dir: Path, on_gpu_paper: bool, all_methods: bool) -> tuple[list[Ratio], list[Record]]:
+    names = list(_methods()) if all_methods else [m for m in CORE_METHODS if m in _methods()]
+    records = {r.method: r for r in measure(cfg, names, out_dir)}
+    if all_methods:
+        write_run_report(out_dir, list(records.values()), Weights.parse("paper"))
+    ok = {m: r for m, r in records.items() if r.ok}
 
     def ratio(a: str, b: str, field: str) -> float | None:
-        return ok[a][field] / ok[b][field] if a in ok and b in ok and ok[b][field] else None
+        return getattr(ok[a], field) / getattr(ok[b], field) if a in ok and b in ok and getattr(ok[b], field) else None
 
     t = ratio("fft", "iisan-cached", "epoch_time_s")
     m1 = ratio("fft", "iisan", "peak_memory_bytes")
@@ -82,26 +101,26 @@ def method_ratios(cfg: RunConfig, out_dir: Path, on_gpu_paper: bool, all_methods
     ]
     cached = ok.get("iisan-cached")
     if cached is not None:
-        full = cached["epoch_time_s"]
-        applies = on_gpu_paper and "H200" in str(cached["provenance"]["device"].get("name", ""))
-        graphs = cached["execution"]["cuda_graphs"]
+        full = cached.epoch_time_s
+        applies = on_gpu_paper and "H200" in (cached.provenance.device_name or "")
+        graphs = cached.execution["cuda_graphs"]
         how = "CUDA graphs" if graphs["used"] else f"eager: {graphs['reason']}"
         out.append(Ratio(f"iisan-cached epoch time, seconds ({cfg.data.dataset})", full, "< 2 s (H200, paper)", _goal(full, "<=", 2.0, applies), f"absolute; only meaningful on the GPU; {how}"))
         if graphs["used"]:
             out.append(graph_speedup(cfg, out_dir, cached))
     for m, r in records.items():
-        if r["status"] != "ok":
-            out.append(Ratio(f"{m} cell", None, "ok", False, f"{r['status']}: {r['error']}"))
+        if not r.ok:
+            out.append(Ratio(f"{m} cell", None, "ok", False, f"{r.status}: {r.error}"))
     return out, list(records.values())
 
 
-def graph_speedup(cfg: RunConfig, out_dir: Path, graphed: dict) -> Ratio:
+def graph_speedup(cfg: RunConfig, out_dir: Path, graphed: Record) -> Ratio:
     """The same cached-IISAN cell run eagerly, in its own process: what the CUDA graphs bring."""
-    eager = run_benchmark(RunPlan(cfg.replace(cuda_graphs="off"), [("iisan-cached", {})], out_dir / "eager", report=False), progress=True)[0]
-    if eager["status"] != "ok":
-        return Ratio("iisan-cached step eager / with CUDA graphs", None, "> 1", False, f"eager cell {eager['status']}: {eager['error']}")
-    r = eager["step_time_s"] / graphed["step_time_s"]
-    return Ratio("iisan-cached step eager / with CUDA graphs", r, "> 1", _goal(r, ">", 1.0, True), f"eager {eager['step_time_s'] * 1e3:.2f} ms, graphed {graphed['step_time_s'] * 1e3:.2f} ms")
+    eager = measure(cfg.replace(cuda_graphs="off"), ["iisan-cached"], out_dir / "eager")[0]
+    if not eager.ok:
+        return Ratio("iisan-cached step eager / with CUDA graphs", None, "> 1", False, f"eager cell {eager.status}: {eager.error}")
+    r = eager.step_time_s / graphed.step_time_s
+    return Ratio("iisan-cached step eager / with CUDA graphs", r, "> 1", _goal(r, ">", 1.0, True), f"eager {eager.step_time_s * 1e3:.2f} ms, graphed {graphed.step_time_s * 1e3:.2f} ms")
 
 
 def predicted_ratios(cfg: RunConfig, gpu_key: str) -> list[Ratio]:
@@ -109,8 +128,8 @@ def predicted_ratios(cfg: RunConfig, gpu_key: str) -> list[Ratio]:
     are set): a reference beside a GPU measurement, whose gap calibrates the estimator,
     and the only figure where there is no GPU."""
     gpu = resolve_gpus(gpu_key)[0]
-    data = data_shape(cfg)
-    est = {m: estimate_records(cfg, m, {}, [gpu], data)[0] for m in CORE_METHODS if m in available_methods()}
+    data = SCENARIO.data_shape(cfg)
+    est = {m: estimate_records(SCENARIO, cfg, m, {}, [gpu], data)[0] for m in CORE_METHODS if m in _methods()}
     note = f"tpme estimate on {gpu.name}, {cfg.preset} preset: a prediction, not a measurement"
     t = est["fft"]["predicted_epoch_time_s"] / est["iisan-cached"]["predicted_epoch_time_s"]
     m1 = est["fft"]["peak_memory_bytes"] / est["iisan"]["peak_memory_bytes"]
@@ -125,6 +144,14 @@ def predicted_ratios(cfg: RunConfig, gpu_key: str) -> list[Ratio]:
     ]
 
 
+def data_paths(cfg: RunConfig, methods: list[str], out_dir: Path) -> dict[str, Path]:
+    """Each method's prepared data file, as the driver prepares it for a cell (the method
+    cells above already made it in `out_dir`, so it is found, not built again)."""
+    cells = run_cells(SCENARIO, cfg, [(m, {}) for m in methods], 1)
+    paths, _ = prepare_data(cells, out_dir, lambda msg: print(f"tpme: {msg}", file=sys.stderr))
+    return {c.method: paths[c.data_key] for c in cells}
+
+
 def _interleaved(a, b, rounds: int) -> tuple[float, float]:
     """Median of per-round medians of a() and b(), run alternately so drift hits both."""
     xs, ys = [], []
@@ -134,10 +161,11 @@ def _interleaved(a, b, rounds: int) -> tuple[float, float]:
     return statistics.median(xs), statistics.median(ys)
 
 
-def loop_overheads(cfg: RunConfig, bundle: DataBundle, method: str, steps: int, rounds: int) -> list[Ratio]:
+def loop_overheads(cfg: RunConfig, data_path: Path, method: str, steps: int, rounds: int) -> list[Ratio]:
+    cfg = SCENARIO.config_for_method(cfg, method)
     device = resolve_device(cfg.train.device)
     with tempfile.TemporaryDirectory() as cache:
-        setup = build_training(cfg, get_method(method), bundle, device, cache)
+        setup = SCENARIO.build_training(cfg, get_method(method), data_path, device, cache, cfg.train.seed)
         model, trainer = setup.model, setup.trainer
         premade = [b.to(device) for b in islice(setup.loader.forever(), steps)]
         for b in premade[:2]:
@@ -178,12 +206,14 @@ def loop_overheads(cfg: RunConfig, bundle: DataBundle, method: str, steps: int, 
     ]
 
 
-def cache_build_speed(cfg: RunConfig, bundle: DataBundle) -> list[Ratio]:
-    if "iisan-cached" not in available_methods():
+def cache_build_speed(cfg: RunConfig, data_path: Path) -> list[Ratio]:
+    if "iisan-cached" not in _methods():
         return []
+    cfg = SCENARIO.config_for_method(cfg, "iisan-cached")
     device = resolve_device(cfg.train.device)
+    bundle = DataBundle.load(data_path)
     with tempfile.TemporaryDirectory() as cache:
-        setup = build_training(cfg, get_method("iisan-cached"), bundle, device, cache)
+        setup = SCENARIO.build_training(cfg, get_method("iisan-cached"), data_path, device, cache, cfg.train.seed)
         build_rate = bundle.n_items / setup.prepare_time_s
     backbones = Backbones.build(BackboneSpec.parse(cfg.backbone))
     backbones.text.to(device).eval()
@@ -221,18 +251,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json-out", metavar="FILE", help="also write the JSON to FILE (the table still prints)")
     args = ap.parse_args(argv)
 
-    cfg = preset(args.preset).replace(device=args.device, protocol=args.protocol, **({"steps": args.steps} if args.steps else {}))
+    cfg = SCENARIO.preset(args.preset).override(device=args.device, protocol=args.protocol, steps=args.steps)
     device = resolve_device(cfg.train.device)
     on_gpu_paper = device.type == "cuda" and cfg.preset == "paper"
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="tpme-ratios-"))
     ratios, records = method_ratios(cfg, out_dir, on_gpu_paper, args.all_methods)
-    bundle = DataBundle.load(prepare_data(RunPlan(cfg, [], out_dir)))
-    for method in (m.strip() for m in args.overhead_methods.split(",") if m.strip()):
-        ratios += loop_overheads(cfg, bundle, method, cfg.train.steps or 8, args.rounds)
-    ratios += cache_build_speed(cfg, bundle)
-    ratios += predicted_ratios(cfg if cfg.preset == "paper" else preset("paper").replace(device=args.device, protocol=args.protocol), args.predict_gpu)
+    overhead_methods = [m.strip() for m in args.overhead_methods.split(",") if m.strip()]
+    data = data_paths(cfg, [*overhead_methods, "iisan-cached"], out_dir)
+    for method in overhead_methods:
+        ratios += loop_overheads(cfg, data[method], method, cfg.train.steps or 8, args.rounds)
+    ratios += cache_build_speed(cfg, data["iisan-cached"])
+    ratios += predicted_ratios(cfg if cfg.preset == "paper" else SCENARIO.preset("paper").override(device=args.device, protocol=args.protocol), args.predict_gpu)
 
-    device_name = records[0]["provenance"]["device"].get("name") if records and records[0].get("provenance") else str(device)
+    device_name = (records[0].provenance.device_name if records else None) or str(device)
     doc = {"preset": cfg.preset, "device": device_name, "out": str(out_dir), "ratios": [asdict(r) for r in ratios]}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(doc, indent=2) + "\n")

@@ -22,7 +22,7 @@ ROUNDS = {"tiny": 20, "small": 5}
 
 
 @pytest.mark.parametrize("size", list(PRESET_OF_SIZE))
-@pytest.mark.parametrize("method", list(available_methods()))
+@pytest.mark.parametrize("method", list(available_methods("recommendation")))
 def test_step_time(benchmark, bundles, cpu, tmp_path, method, size):
     cfg = preset(PRESET_OF_SIZE[size])
     setup = build_training(cfg, get_method(method), bundles[size], cpu, cache_dir=str(tmp_path))
