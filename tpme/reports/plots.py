@@ -20,6 +20,7 @@ from tpme.metrics.sensitivity import Sensitivity, winner_regions
 from tpme.metrics.tpme import WEIGHT_PRESETS
 from tpme.reports.summary import Row, Summary
 from tpme.reports.format import count_unit
+from tpme.reports.labels import MAX_NAMED, PointSet, fit_legend, label_points
 from tpme.reports.table import memory_unit
 
 WIDTH = 7.2
@@ -98,7 +99,7 @@ def _error_bars(ax: Any, pos: Any, values: list[float], cis: list[tuple[float, f
 def _hatch_legend(fig: Figure, sources: set[str]) -> None:
     if sources:
         handles = [Patch(facecolor="white", edgecolor="black", hatch=HATCH[s], label=f"{s} ({SOURCE_MARK[s]} after the value)") for s in sorted(sources)]
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+        fit_legend(fig, handles, [h.get_label() for h in handles])
 
 
 def _short(v: float) -> str:
@@ -131,12 +132,15 @@ def time_memory(summary: Summary, _: Any = None) -> Figure | None:
     y = [r.epoch_time_s for r in rows]
     pmax = max(r.trainable_params for r in rows) or 1
     sizes = [40 + 500 * r.trainable_params / pmax for r in rows]
-    fig = Figure(figsize=(WIDTH * 0.7, 3.8), layout="constrained")
+    fig = Figure(figsize=(WIDTH * (1.0 if len(rows) > MAX_NAMED else 0.7), 3.8), layout="constrained")
     ax = fig.subplots()
     front = pareto_front(list(zip(x, y)))
     fx, fy = [x[i] for i in front], [y[i] for i in front]
     names = [rows[i].label for i in front]
-    on_front = ", ".join(names) if len(names) <= 4 else f"{len(names)} methods"
+    if len(rows) > MAX_NAMED:  # numbered points: the front by its key numbers
+        on_front = ", ".join(str(i + 1) for i in sorted(front))
+    else:
+        on_front = ", ".join(names) if len(names) <= 4 else f"{len(names)} methods"
     ax.step(fx, fy, where="post", color="black", linewidth=1, linestyle="--", label=f"Pareto front (time, memory): {on_front}", zorder=1)
     for r, xi, yi, s in zip(rows, x, y, sizes):
         ax.scatter([xi], [yi], s=s, color=colours[r.label], edgecolor="black", linewidth=0.5, alpha=0.85, zorder=2, gid=r.label)
@@ -148,75 +152,17 @@ def time_memory(summary: Summary, _: Any = None) -> Figure | None:
     ax.set_title("Epoch time vs peak memory")
     ax.legend(loc="lower right", frameon=False)
     ax.margins(0.15)
-    place_labels(fig, ax, list(zip(x, y)), [r.label for r in rows], [math.sqrt(s) / 2 for s in sizes])
+    label_points(fig, [PointSet(ax, list(zip(x, y)), [r.label for r in rows], list(range(1, len(rows) + 1)), [colours[r.label] for r in rows],
+                                [math.sqrt(s) / 2 for s in sizes], notable(list(zip(x, y))))])
     return fig
 
 
-LABEL_DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
-LABEL_GAPS_PT = (2.0, 7.0, 14.0)  # beyond the marker's edge, nearest first
-
-
-def place_labels(fig: Figure, ax: Any, points: list[tuple[float, float]], labels: list[str], radii_pt: list[float]) -> None:
-    """Annotate each point so that its label is nearer to its own marker's edge than to any other's.
-
-    After the layout has run, candidates (eight directions, three distances) are tried for
-    each point in turn; a candidate is kept when its box stays inside the axes, overlaps no
-    marker and no label placed before, and its nearest marker is its own. Failing that, the
-    candidate that keeps it nearest its own marker with the fewest overlaps; where no
-    candidate is nearest its own marker, a leader line joins label and marker. The layout
-    is then frozen, so that saving cannot move the markers away from their labels."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.transforms import Bbox
-
-    if not isinstance(fig.canvas, FigureCanvasAgg):
-        FigureCanvasAgg(fig)
-    fig.draw_without_rendering()
-    fig.set_layout_engine("none")
-    renderer = fig.canvas.get_renderer()
-    px = fig.dpi / 72
-    centres = [ax.transData.transform(p) for p in points]
-    markers = [Bbox.from_bounds(c[0] - r * px, c[1] - r * px, 2 * r * px, 2 * r * px) for c, r in zip(centres, radii_pt)]
-    frame = ax.get_window_extent(renderer)
-    placed: list[Any] = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() else []
-    for i, (pt, text, r) in enumerate(zip(points, labels, radii_pt)):
-        best: tuple[tuple[int, int, int], Any] | None = None
-        for gap in LABEL_GAPS_PT:
-            for dx, dy in LABEL_DIRECTIONS:
-                ann = _annotate(ax, text, pt, dx, dy, r + gap)
-                box = ann.get_window_extent(renderer)
-                own = _box_distance(box, centres[i]) - radii_pt[i] * px
-                stranger = any(_box_distance(box, c) - radii_pt[j] * px <= own + 1.0 for j, c in enumerate(centres) if j != i)
-                outside = box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1
-                overlaps = sum(box.overlaps(b) for b in placed) + sum(box.overlaps(m) for j, m in enumerate(markers) if j != i)
-                cost = (int(stranger), int(outside), overlaps)
-                if best is None or cost < best[0]:
-                    if best is not None:
-                        best[1].remove()
-                    best = (cost, ann)
-                else:
-                    ann.remove()
-                if cost == (0, 0, 0):
-                    break
-            if best is not None and best[0] == (0, 0, 0):
-                break
-        assert best is not None
-        if best[0][0]:  # no position reads as this point's own: join them with a line
-            best[1].remove()
-            off = r + 2 * LABEL_GAPS_PT[-1]
-            best = (best[0], ax.annotate(text, pt, textcoords="offset points", xytext=(off, off), fontsize=8, ha="left", va="bottom",
-                                         arrowprops={"arrowstyle": "-", "color": "#555", "linewidth": 0.6, "shrinkA": 0, "shrinkB": r}))
-        placed.append(best[1].get_window_extent(renderer))
-
-
-def _annotate(ax: Any, text: str, pt: tuple[float, float], dx: int, dy: int, off: float) -> Any:
-    return ax.annotate(text, pt, textcoords="offset points", xytext=(dx * off, dy * off), fontsize=8,
-                       ha="left" if dx > 0 else "right" if dx < 0 else "center", va="bottom" if dy > 0 else "top" if dy < 0 else "center")
-
-
-def _box_distance(box: Any, point: Any) -> float:
-    dx = max(box.x0 - point[0], 0, point[0] - box.x1)
-    dy = max(box.y0 - point[1], 0, point[1] - box.y1)
-    return math.hypot(dx, dy)
+def notable(points: list[tuple[float, float]], top: int = 3) -> set[int]:
+    """The points worth naming in a crowded figure: the Pareto front (both coordinates
+    minimised), the best and worst on each axis, and the first `top` (rows come by TPME rank)."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    extremes = {int(np.argmin(xs)), int(np.argmax(xs)), int(np.argmin(ys)), int(np.argmax(ys))} if points else set()
+    return set(pareto_front(points)) | extremes | set(range(min(top, len(points))))
 
 
 def _auto_log(ax: Any, values: list[float], axis: str) -> None:
@@ -252,9 +198,14 @@ def effectiveness(summary: Summary, _: Any = None) -> Figure | None:
         ax.margins(0.2)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", frameon=False, fontsize=7)
+    rank = {r.label: k for k, r in enumerate(summary.scored, 1)}
+    sets = []
     for ax, q in zip(axes, metrics):
         pts = [(r.tpme, r.quality[q.name], r.label) for r in rows if q.name in r.quality]
-        place_labels(fig, ax, [(p[0], p[1]) for p in pts], [p[2] for p in pts], [4.5] * len(pts))
+        sign = -1 if q.higher_is_better else 1
+        sets.append(PointSet(ax, [(p[0], p[1]) for p in pts], [p[2] for p in pts], [rank[p[2]] for p in pts], [colours[p[2]] for p in pts],
+                             [4.5] * len(pts), notable([(p[0], sign * p[1]) for p in pts])))
+    label_points(fig, sets)
     return fig
 
 
@@ -305,7 +256,7 @@ def _stacked(rows: list[Row], parts: list[dict[str, float]], colours: dict[str, 
     axes[0].set_title(title)
     axes[1].set_title("as a share of the total")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(keys), frameon=False)
+    fit_legend(fig, handles, labels)
     return fig
 
 
@@ -373,7 +324,7 @@ def group_trend(summary: Summary, _: Any = None) -> Figure | None:
         ax.set_xticks([pos[v] for v in values], [str(v) for v in values])
         ax.xaxis.set_minor_locator(NullLocator())
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", frameon=False)
+    fit_legend(fig, handles, labels, loc="outside right center")
     return fig
 
 
@@ -445,7 +396,7 @@ def ternary(summary: Summary, sens: Sensitivity | None) -> Figure | None:
     ax.text(0.5, -0.075, "a1 (time weight), growing to the left", ha="center", va="top", fontsize=7, color="#444")
     ax.text(0.13, 0.5, "a2 (parameter weight)", ha="center", va="center", rotation=60, fontsize=7, color="#444")
     ax.text(0.87, 0.5, "a3 (memory weight)", ha="center", va="center", rotation=-60, fontsize=7, color="#444")
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), frameon=False, title="lowest TPME (share of the grid where it wins)", title_fontsize=8)
+    fit_legend(fig, handles, [h.get_label() for h in handles], title="lowest TPME (share of the grid where it wins)", title_fontsize=8)
     ax.set_xlim(-0.1, 1.1)
     ax.set_ylim(-0.12, SQ3 + 0.06)
     ax.set_aspect("equal")
