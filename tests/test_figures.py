@@ -197,3 +197,113 @@ def test_the_baseline_is_reported_even_when_the_methods_were_not_evaluated(tmp_p
     write_report(with_baseline(zoo(hr=False), 0.2031), tmp_path, PAPER, ("html", "md"))
     for name in ("report.html", "report.md"):
         assert "popularity baseline (not trained, not scored): HR@10 0.2031" in (tmp_path / name).read_text(), name
+
+
+def many(n: int = 42) -> list:
+    """A crowded study like the imported PEFT comparison: long names, most methods in one tight cluster, a few far out."""
+    import random
+
+    rnd = random.Random(7)
+    recs = []
+    for i in range(n):
+        far = i % 10 == 0
+        t = rnd.uniform(900, 7000) if far else rnd.uniform(900, 1400)
+        mem = rnd.uniform(18, 37) if far else rnd.uniform(19, 24)
+        recs.append(record(f"method{i}/llama-3.2-3B-rank{8 * (i + 1)}-lr_0.000{i % 7 + 1}", t, rnd.randint(10_000, 900_000), mem * 2**30,
+                           hr=rnd.uniform(0.3, 0.55) if not far else rnd.uniform(0.0, 0.6), ndcg=rnd.uniform(0.1, 0.3)))
+    return recs
+
+
+def drawn_as_is(fig):
+    """Draw at the figure's own dpi, so that every artist's cached position matches the renderer's."""
+    drawn(fig)
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def text_boxes(fig, renderer) -> list:
+    return [box for ax in fig.axes for box in text_boxes_of(ax, renderer)]
+
+
+@pytest.mark.parametrize("build", ["time_memory", "effectiveness"])
+def test_crowded_figures_number_every_point_with_no_label_overlapping_or_outside(build) -> None:
+    from tpme.reports import plots
+
+    summary = summarise(many(), PAPER)
+    fig = getattr(plots, build)(summary)
+    renderer = drawn_as_is(fig)
+    boxes = text_boxes(fig, renderer)
+    page = fig.bbox
+    for text, b in boxes:
+        assert page.x0 <= b.x0 and b.x1 <= page.x1 and page.y0 <= b.y0 and b.y1 <= page.y1, f"{text!r} outside the figure"
+    clashes = [(a, c) for k, (a, b) in enumerate(boxes) for c, d in boxes[k + 1:] if b.overlaps(d)]
+    assert clashes == []
+    titles = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+    assert [t for t, b in boxes if any(b.overlaps(tb) for tb in titles)] == []
+    key = {t.get_text() for leg in fig.legends for t in leg.get_texts()}
+    assert key == {f"{k}  {r.label}" for k, r in enumerate(summary.scored, 1)}
+    for ax in fig.axes:  # every point carries its number, alone or before its name
+        numbers = sorted(int(t.split(" ", 1)[0]) for t, _ in text_boxes_of(ax, renderer))
+        assert numbers == list(range(1, len(summary.scored) + 1))
+    named = [t for t, _ in boxes if " " in t]
+    assert named and len(named) < len(boxes)  # the notable points are named, the rest numbered
+
+
+def text_boxes_of(ax, renderer) -> list:
+    """(text, box of the text alone: an annotation's own extent would include its leader line)."""
+    from matplotlib.text import Text
+
+    return [(t.get_text(), Text.get_window_extent(t, renderer)) for t in ax.texts if t.get_gid() in ("name", "number")]
+
+
+def test_few_points_are_named_and_need_no_key() -> None:
+    from tpme.reports.labels import MAX_NAMED
+    from tpme.reports.plots import time_memory
+
+    summary = summarise(many(MAX_NAMED), PAPER)
+    fig = time_memory(summary)
+    drawn(fig)
+    assert {t.get_text() for t in fig.axes[0].texts if t.get_gid() == "name"} == {r.label for r in summary.scored}
+    assert fig.legends == []
+
+
+def legends_inside(fig) -> list[str]:
+    """The texts of every legend entry (figure or axes legends) whose box leaves the figure."""
+    renderer = drawn_as_is(fig)
+    page = fig.bbox
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert legends, "no legend drawn"
+    out = []
+    for leg in legends:
+        for t in [*leg.get_texts(), leg.get_title()]:
+            b = t.get_window_extent(renderer)
+            if t.get_text() and not (page.x0 - 0.5 <= b.x0 and b.x1 <= page.x1 + 0.5 and page.y0 - 0.5 <= b.y0 and b.y1 <= page.y1 + 0.5):
+                out.append(t.get_text())
+    return out
+
+
+def test_sensitivity_legend_with_long_names_stays_inside_the_figure() -> None:
+    recs = [record("prefixtuning/llama-3.2-3B-tokens50-init_prefix-lr_0.005", 1.0, 900_000, 9e8),
+            record("beft/llama-3.2-3B-target-v_proj-with-a-long-suffix", 5.0, 1_000, 5e8),
+            record("tinylora/llama-3.2-3B-weight-tying-and-more-words", 9.0, 50_000, 1e8)]
+    _, _, fig = sensitivity_figure(recs)
+    assert legends_inside(fig) == []
+
+
+def test_memory_breakdown_legend_with_seven_categories_stays_inside_the_figure() -> None:
+    from tpme.reports.plots import CATEGORY_COLOURS, memory_breakdown
+
+    summary = summarise(zoo(), PAPER)
+    for r in summary.scored:
+        r.memory_breakdown = {c: float(2**20 * (k + 1)) for k, c in enumerate(CATEGORY_COLOURS)}
+    fig = memory_breakdown(summary)
+    assert legends_inside(fig) == []
+    assert len(fig.legends[0].get_texts()) == len(CATEGORY_COLOURS)
+
+
+def test_crowded_figures_keep_their_key_inside_the_figure() -> None:
+    from tpme.reports.plots import effectiveness, time_memory
+
+    summary = summarise(many(), PAPER)
+    for build in (time_memory, effectiveness):
+        assert legends_inside(build(summary)) == [], build.__name__
