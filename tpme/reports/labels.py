@@ -59,9 +59,10 @@ def renderer_of(fig: Figure) -> Any:
     return fig.canvas.get_renderer()
 
 
-def fit_legend(fig: Figure, handles: list[Any], labels: list[str], loc: str = "outside lower center", **kw: Any) -> Any:
+def fit_legend(fig: Figure, handles: list[Any], labels: list[str], loc: str = "outside lower center", planned_rows: int = 1, **kw: Any) -> Any:
     """A figure legend in as many columns as fit the figure's width (one for a legend at the
-    side); the figure grows by the legend's size, and wider still if one column does not fit."""
+    side). A figure's size allows for `planned_rows` rows of legend: it grows by any further rows,
+    and wider where one column does not fit (at the side: where the axes would keep less than half)."""
     renderer = renderer_of(fig)
     margin = 2 * MARGIN_PT * fig.dpi / 72
     side = "left" in loc or "right" in loc
@@ -81,10 +82,11 @@ def fit_legend(fig: Figure, handles: list[Any], labels: list[str], loc: str = "o
             hi = mid - 1
     legend, box = make(lo)
     if side:
-        fig.set_figwidth(fig.get_figwidth() + (box.width + margin) / fig.dpi)
+        fig.set_figwidth(max(fig.get_figwidth(), (box.width + margin) * 2 / fig.dpi))  # the axes keep half the width at least
     else:
         fig.set_figwidth(max(fig.get_figwidth(), (box.width + margin) / fig.dpi))
-        fig.set_figheight(fig.get_figheight() + (box.height + margin) / fig.dpi)
+        rows = math.ceil(len(handles) / lo) + (1 if kw.get("title") else 0)
+        fig.set_figheight(fig.get_figheight() + box.height * max(rows - planned_rows, 0) / rows / fig.dpi)
     return legend
 
 
@@ -118,7 +120,7 @@ def _key(fig: Figure, sets: list[PointSet]) -> None:
     handles = [Line2D([], [], marker="o", linestyle="none", markersize=5, markerfacecolor=entries[n][1], markeredgecolor="black", markeredgewidth=0.4)
                for n in sorted(entries)]
     fit_legend(fig, handles, [f"{n}  {entries[n][0]}" for n in sorted(entries)], fontsize=KEY_SIZE, handletextpad=0.3,
-               columnspacing=1.0, labelspacing=0.25, title="key: number = TPME rank", title_fontsize=KEY_SIZE)
+               columnspacing=1.0, labelspacing=0.25, title="key: number = TPME rank", title_fontsize=KEY_SIZE, planned_rows=0)
 
 
 def _freeze(fig: Figure) -> None:
