@@ -257,14 +257,27 @@ def text_boxes_of(ax, renderer) -> list:
 
 
 def test_few_points_are_named_and_need_no_key() -> None:
-    from tpme.reports.labels import MAX_NAMED
     from tpme.reports.plots import time_memory
 
-    summary = summarise(many(MAX_NAMED), PAPER)
+    summary = summarise(many(6), PAPER)
     fig = time_memory(summary)
     drawn(fig)
     assert {t.get_text() for t in fig.axes[0].texts if t.get_gid() == "name"} == {r.label for r in summary.scored}
     assert fig.legends == []
+
+
+def test_a_name_that_cannot_be_placed_cleanly_numbers_the_points_instead() -> None:
+    """Two points only, but one name longer than the axes are wide: numbers and a key, nothing outside the figure."""
+    from tpme.reports.plots import time_memory
+
+    recs = [record("fft", 10.0, 1000, 9e8), record("lora-" + "x" * 200, 2.0, 100, 2e8)]
+    summary = summarise(recs, PAPER)
+    fig = time_memory(summary)
+    renderer = drawn_as_is(fig)
+    texts = [t for t, _ in text_boxes(fig, renderer)]
+    assert sorted(int(t.split(" ", 1)[0]) for t in texts) == [1, 2] and "1" in texts  # the long name only in the key
+    assert {t.get_text() for t in fig.legends[0].get_texts()} == {f"{k}  {r.label}" for k, r in enumerate(summary.scored, 1)}
+    assert legends_inside(fig) == []
 
 
 def legends_inside(fig) -> list[str]:

@@ -131,9 +131,10 @@ def _freeze(fig: Figure) -> None:
 
 class _Placer:
     """Greedy placement on one axes: each label takes the first candidate spot (near ones
-    first, then farther out with a leader line) that stays inside the axes and overlaps no
-    marker, no legend and no label placed before; near spots must also be nearer to their
-    own marker than to any other."""
+    first, then farther out with a leader line) that stays inside the axes, overlaps no
+    marker, no legend and no label placed before (near spots must also be nearer to their own
+    marker than to any other), and crosses no leader line; failing that, the spot with the
+    fewest overlaps, then crossings."""
 
     def __init__(self, fig: Figure, s: PointSet) -> None:
         self.fig, self.s, self.ax = fig, s, s.ax
@@ -147,27 +148,33 @@ class _Placer:
         legend = self.ax.get_legend()
         self.taken = [tuple(legend.get_window_extent(self.renderer).extents)] if legend else []
         self.artists: list[Any] = []
+        self.leaders: list[tuple[float, float, float, float]] = []
 
     def place(self, i: int, text: str, size: float, gid: str, strict: bool = False) -> bool:
-        """Place `text` for point i; False where no clean spot exists (with `strict`, nothing is then drawn)."""
+        """Place `text` for point i at its best spot: inside the axes, overlapping nothing, then
+        crossing the fewest leader lines. False where it must overlap something; with `strict`
+        (where a crossing counts as overlap) nothing is then drawn."""
         w, h = self._size(text, size)
-        best: tuple[tuple[int, int], Spot] | None = None
-        chosen = None
+        best: tuple[tuple[int, int, int], Spot] | None = None
         for spot in self._spots(i, w, h):
-            bad = self._bad(i, spot)
-            if bad == (0, 0):
-                chosen = spot
-                break
-            if best is None or bad < best[0]:
-                best = (bad, spot)
-        if chosen is None and (strict or best is None):
+            cost = self._bad(i, spot)
+            if best is None or cost < best[0]:
+                best = (cost, spot)
+                if cost == (0, 0, 0):
+                    break
+        if best is None:
             return False
-        spot = chosen or best[1]  # type: ignore[index]
+        clean = best[0] == (0, 0, 0) if strict else best[0][:2] == (0, 0)
+        if strict and not clean:
+            return False
+        spot = best[1]
         arrow = {"arrowstyle": "-", "color": "#555", "linewidth": 0.5, "shrinkA": 0, "shrinkB": self.s.radii_pt[i]} if spot.leader else None
         self.artists.append(self.ax.annotate(text, self.s.points[i], textcoords="offset points", xytext=spot.offset_pt, fontsize=size,
                                              ha=spot.ha, va=spot.va, gid=gid, arrowprops=arrow, annotation_clip=False))
         self.taken.append(spot.box)
-        return chosen is not None
+        if spot.leader:
+            self.leaders.append(self._leader(i, spot))
+        return clean
 
     def undo(self) -> None:
         for a in self.artists:
@@ -200,8 +207,9 @@ class _Placer:
         return Spot((x0, y0, x0 + w, y0 + h), off, "left" if dx > 0 else "right" if dx < 0 else "center",
                     "bottom" if dy > 0 else "top" if dy < 0 else "center", leader)
 
-    def _bad(self, i: int, spot: Spot) -> tuple[int, int]:
-        """(outside the axes, overlaps with labels, legends and other markers [and, near, a stranger marker nearer than its own])."""
+    def _bad(self, i: int, spot: Spot) -> tuple[int, int, int]:
+        """(outside the axes, overlaps with labels, legends and other markers [and, near, a stranger
+        marker nearer than its own], crossings of leader lines with labels and each other)."""
         x0, y0, x1, y1 = spot.box
         fx0, fy0, fx1, fy1 = self.frame
         outside = int(x0 < fx0 or x1 > fx1 or y0 < fy0 or y1 > fy1)
@@ -218,4 +226,44 @@ class _Placer:
             others = np.delete(gaps, i)
             overlaps += int(others.size > 0 and others.min() <= gaps[i] + 1.0)
         overlaps += int(hit.sum())
-        return outside, overlaps
+        crossed = 0
+        if self.leaders:  # a label over a leader line drawn before
+            crossed += int(crossings(np.array(self.leaders), np.array([spot.box])).sum())
+        if spot.leader:  # a leader line across a label or another leader line
+            line = np.array([self._leader(i, spot)])
+            if self.taken:
+                crossed += int(crossings(line, np.array(self.taken)).sum())
+            if self.leaders:
+                crossed += int(segments_cross(line[0], np.array(self.leaders)).sum())
+        return outside, overlaps, crossed
+
+    def _leader(self, i: int, spot: Spot) -> tuple[float, float, float, float]:
+        """The leader line from the marker's edge to the label box's centre."""
+        cx, cy = self.centres[i]
+        bx, by = (spot.box[0] + spot.box[2]) / 2, (spot.box[1] + spot.box[3]) / 2
+        d = math.hypot(bx - cx, by - cy) or 1.0
+        r = self.radii[i] + 1.0
+        return cx + (bx - cx) * r / d, cy + (by - cy) * r / d, bx, by
+
+
+def crossings(segments: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(segments x boxes) True where segment (x0, y0, x1, y1) passes through box (x0, y0, x1, y1): Liang-Barsky clipping."""
+    sx, sy = segments[:, None, 0], segments[:, None, 1]
+    dx, dy = segments[:, None, 2] - sx, segments[:, None, 3] - sy
+    q = np.stack([sx - boxes[None, :, 0], boxes[None, :, 2] - sx, sy - boxes[None, :, 1], boxes[None, :, 3] - sy])
+    p = np.stack([np.broadcast_to(v, q.shape[1:]) for v in (-dx, dx, -dy, dy)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = q / p
+    t0 = np.max(np.where(p < 0, ratio, 0.0), axis=0)
+    t1 = np.min(np.where(p > 0, ratio, 1.0), axis=0)
+    return (t0 <= t1) & ~np.any((p == 0) & (q < 0), axis=0)
+
+
+def segments_cross(seg: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """True for each of `others` that properly crosses `seg` (touching ends do not count)."""
+    def side(ax: Any, ay: Any, bx: Any, by: Any, cx: Any, cy: Any) -> Any:
+        return np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
+
+    a = side(seg[0], seg[1], seg[2], seg[3], others[:, 0], others[:, 1]) * side(seg[0], seg[1], seg[2], seg[3], others[:, 2], others[:, 3])
+    b = side(others[:, 0], others[:, 1], others[:, 2], others[:, 3], seg[0], seg[1]) * side(others[:, 0], others[:, 1], others[:, 2], others[:, 3], seg[2], seg[3])
+    return (a < 0) & (b < 0)

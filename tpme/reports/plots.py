@@ -140,7 +140,7 @@ def time_memory(summary: Summary, _: Any = None) -> Figure | None:
     if len(rows) > MAX_NAMED:  # numbered points: the front by its key numbers
         on_front = ", ".join(str(i + 1) for i in sorted(front))
     else:
-        on_front = ", ".join(names) if len(names) <= 4 else f"{len(names)} methods"
+        on_front = ", ".join(names) if len(names) <= 4 and sum(map(len, names)) <= 48 else f"{len(names)} methods"
     ax.step(fx, fy, where="post", color="black", linewidth=1, linestyle="--", label=f"Pareto front (time, memory): {on_front}", zorder=1)
     for r, xi, yi, s in zip(rows, x, y, sizes):
         ax.scatter([xi], [yi], s=s, color=colours[r.label], edgecolor="black", linewidth=0.5, alpha=0.85, zorder=2, gid=r.label)
