@@ -199,8 +199,8 @@ def test_the_baseline_is_reported_even_when_the_methods_were_not_evaluated(tmp_p
         assert "popularity baseline (not trained, not scored): HR@10 0.2031" in (tmp_path / name).read_text(), name
 
 
-def many(n: int = 42) -> list:
-    """A crowded study like the imported PEFT comparison: long names, most methods in one tight cluster, a few far out."""
+def many(n: int = 42, short: bool = False) -> list:
+    """A crowded study like the imported PEFT comparison: long names (or `short` ones), most methods in one tight cluster, a few far out."""
     import random
 
     rnd = random.Random(7)
@@ -209,7 +209,7 @@ def many(n: int = 42) -> list:
         far = i % 10 == 0
         t = rnd.uniform(900, 7000) if far else rnd.uniform(900, 1400)
         mem = rnd.uniform(18, 37) if far else rnd.uniform(19, 24)
-        recs.append(record(f"method{i}/llama-3.2-3B-rank{8 * (i + 1)}-lr_0.000{i % 7 + 1}", t, rnd.randint(10_000, 900_000), mem * 2**30,
+        recs.append(record(f"m{i}" if short else f"method{i}/llama-3.2-3B-rank{8 * (i + 1)}-lr_0.000{i % 7 + 1}", t, rnd.randint(10_000, 900_000), mem * 2**30,
                            hr=rnd.uniform(0.3, 0.55) if not far else rnd.uniform(0.0, 0.6), ndcg=rnd.uniform(0.1, 0.3)))
     return recs
 
@@ -245,8 +245,6 @@ def test_crowded_figures_number_every_point_with_no_label_overlapping_or_outside
     for ax in fig.axes:  # every point carries its number, alone or before its name
         numbers = sorted(int(t.split(" ", 1)[0]) for t, _ in text_boxes_of(ax, renderer))
         assert numbers == list(range(1, len(summary.scored) + 1))
-    named = [t for t, _ in boxes if " " in t]
-    assert named and len(named) < len(boxes)  # the notable points are named, the rest numbered
 
 
 def text_boxes_of(ax, renderer) -> list:
@@ -254,6 +252,20 @@ def text_boxes_of(ax, renderer) -> list:
     from matplotlib.text import Text
 
     return [(t.get_text(), Text.get_window_extent(t, renderer)) for t in ax.texts if t.get_gid() in ("name", "number")]
+
+
+def test_crowded_time_memory_names_the_notable_points_where_there_is_room() -> None:
+    """Pareto front, extremes and the best three by TPME are named beside their number; the rest carry their number alone."""
+    from tpme.reports.plots import notable, time_memory
+
+    summary = summarise(many(30, short=True), PAPER)
+    fig = time_memory(summary)
+    renderer = drawn_as_is(fig)
+    points = [(r.peak_memory_bytes / 2**30, r.epoch_time_s) for r in summary.scored]
+    want = {f"{k + 1} {summary.scored[k].label}" for k in notable(points)}
+    texts = {t for t, _ in text_boxes(fig, renderer)}
+    assert want <= texts
+    assert {t for t in texts if " " not in t} == {str(k + 1) for k in range(len(points)) if f"{k + 1} {summary.scored[k].label}" not in want}
 
 
 def test_few_points_are_named_and_need_no_key() -> None:

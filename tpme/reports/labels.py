@@ -25,6 +25,7 @@ NEAR_GAPS_PT = (2.0, 7.0, 14.0)  # beyond the marker's edge, nearest first; no l
 NEAR_DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
 FAR_GAPS_PT = tuple(float(g) for g in range(22, 260, 8))  # farther out, joined to the marker by a leader line
 FAR_ANGLES = tuple(2 * math.pi * k / 24 for k in range(24))
+PAD_PT = 1.5  # kept free around every label
 MARGIN_PT = 4.0  # kept free at the figure's edges by fitted legends
 
 
@@ -152,19 +153,20 @@ class _Placer:
 
     def place(self, i: int, text: str, size: float, gid: str, strict: bool = False) -> bool:
         """Place `text` for point i at its best spot: inside the axes, overlapping nothing, then
-        crossing the fewest leader lines. False where it must overlap something; with `strict`
-        (where a crossing counts as overlap) nothing is then drawn."""
+        crossing the fewest labels and leader lines, then markers. False where it must overlap
+        something; with `strict` (where crossing a label or leader line counts as overlap)
+        nothing is then drawn."""
         w, h = self._size(text, size)
-        best: tuple[tuple[int, int, int], Spot] | None = None
+        best: tuple[tuple[int, int, int, int], Spot] | None = None
         for spot in self._spots(i, w, h):
             cost = self._bad(i, spot)
             if best is None or cost < best[0]:
                 best = (cost, spot)
-                if cost == (0, 0, 0):
+                if cost == (0, 0, 0, 0):
                     break
         if best is None:
             return False
-        clean = best[0] == (0, 0, 0) if strict else best[0][:2] == (0, 0)
+        clean = best[0][:3] == (0, 0, 0) if strict else best[0][:2] == (0, 0)
         if strict and not clean:
             return False
         spot = best[1]
@@ -207,10 +209,12 @@ class _Placer:
         return Spot((x0, y0, x0 + w, y0 + h), off, "left" if dx > 0 else "right" if dx < 0 else "center",
                     "bottom" if dy > 0 else "top" if dy < 0 else "center", leader)
 
-    def _bad(self, i: int, spot: Spot) -> tuple[int, int, int]:
+    def _bad(self, i: int, spot: Spot) -> tuple[int, int, int, int]:
         """(outside the axes, overlaps with labels, legends and other markers [and, near, a stranger
-        marker nearer than its own], crossings of leader lines with labels and each other)."""
-        x0, y0, x1, y1 = spot.box
+        marker nearer than its own], crossings of leader lines with labels and each other, leader
+        lines through other markers)."""
+        pad = PAD_PT * self.px  # a label touching another reads as one ("5" + "1 beft" as "51 beft")
+        x0, y0, x1, y1 = spot.box[0] - pad, spot.box[1] - pad, spot.box[2] + pad, spot.box[3] + pad
         fx0, fy0, fx1, fy1 = self.frame
         outside = int(x0 < fx0 or x1 > fx1 or y0 < fy0 or y1 > fy1)
         overlaps = 0
@@ -235,7 +239,10 @@ class _Placer:
                 crossed += int(crossings(line, np.array(self.taken)).sum())
             if self.leaders:
                 crossed += int(segments_cross(line[0], np.array(self.leaders)).sum())
-        return outside, overlaps, crossed
+            through = crossings(line, self.markers)[0]
+            through[i] = False
+            return outside, overlaps, crossed, int(through.sum())  # and through other points' markers
+        return outside, overlaps, crossed, 0
 
     def _leader(self, i: int, spot: Spot) -> tuple[float, float, float, float]:
         """The leader line from the marker's edge to the label box's centre."""
