@@ -142,3 +142,9 @@ def test_a_change_measured_on_a_busy_host_is_inconclusive() -> None:
     assert verdict[("fft", "epoch_time_s")] == "inconclusive: busy host" and verdict[("fft", "tpme")] == "inconclusive: busy host"
     assert result.regressions == [] and result.busy == {"candidate": ["fft", "frozen"]}
     assert verdict[("fft", "trainable_params")] == "within noise"  # exact figures do not depend on the load
+
+
+def test_spread_never_prints_in_exponent_notation():
+    from tpme.reports.table import _spread
+
+    assert [_spread(w) for w in (130.2, 16.4, 1.7, 0.0093)] == ["130", "16", "1.7", "0.0093"]

@@ -46,7 +46,12 @@ def _half_width(value: float, ci: tuple[float, float] | None) -> float | None:
 def time_cell(r: Row) -> str:
     """`2.62 ± 0.31`: the epoch time and the wider side of its bootstrap interval."""
     w = _half_width(r.epoch_time_s, r.epoch_time_ci)
-    return fmt_time(r.epoch_time_s) + (f" ± {w:#.2g}".rstrip(".") if w is not None else "")
+    return fmt_time(r.epoch_time_s) + (f" ± {_spread(w)}" if w is not None else "")
+
+
+def _spread(w: float) -> str:
+    """Two significant digits, never in exponent notation (`± 130`, `± 1.7`, `± 0.0093`)."""
+    return f"{w:.0f}" if w >= 10 else f"{w:#.2g}".rstrip(".")
 
 
 def tpme_cell(r: Row) -> str:
