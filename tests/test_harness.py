@@ -62,7 +62,10 @@ def test_failing_cell_is_recorded_and_the_run_goes_on(ci_config, tmp_path, plugi
 
 
 def test_timeout_becomes_a_status(ci_config, ci_bundle_path):
-    rec = CellProcesses(timeout_s=0.5).run(CellSpec("fft", ci_config.to_dict(), str(ci_bundle_path)))
+    # a cell that cannot finish in time: a forked cell starts in a fraction of a second, so a
+    # few ci steps alone may fit within the timeout on an idle machine
+    endless = ci_config.replace(steps=100_000)
+    rec = CellProcesses(timeout_s=1.0).run(CellSpec("fft", endless.to_dict(), str(ci_bundle_path)))
     assert rec.status == "timeout" and "timeout" in rec.error
 
 
