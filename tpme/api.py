@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tpme.errors import TpmeError
 from tpme.metrics.tpme import Entry, Weights
 from tpme.results.record import Quality, QualityValue, Record
+from tpme.results.quality import KNOWN
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,7 +81,7 @@ def records_of(df: "pd.DataFrame") -> list[Record]:
         raise TpmeError(f"the DataFrame lacks the column(s) {', '.join(missing)}", "pass a frame from tpme.load(...) or one with those columns")
     out = []
     for i, (_, r) in enumerate(df.iterrows()):
-        quality = {k: QualityValue(float(r[k]), True) for k in ("hr@10", "ndcg@10") if k in df.columns and _number(r[k])}
+        quality = {k: QualityValue(float(r[k]), m.higher_is_better) for k, m in KNOWN.items() if k in df.columns and _number(r[k])}
         out.append(Record(
             method=str(r["method"]), label=str(r.get("label") or r["method"]), status=str(r.get("status") or "ok"), repeat=i,
             epoch_time_s=float(r["epoch_time_s"]), epoch_time_source=r.get("epoch_time_source") if isinstance(r.get("epoch_time_source"), str) else None,

@@ -58,16 +58,16 @@ class _PhaseClock:
 def timed_steps(trainer: Trainer, batches: Iterator[Any], n: int, times: StepTimes, on_step=None) -> StepTimes:
     """Run n steps, timing each; the device is synchronised before and after every step."""
     clock = _PhaseClock(trainer.device)
+    marks: dict[str, Any] = {}
+
+    def mark(phase: str) -> None:
+        marks[phase] = clock.mark()
+
     synchronize(trainer.device)
     for _ in range(n):
         t0 = time.perf_counter()
         batch = trainer.to_device(next(batches))
         t_data = time.perf_counter() - t0
-        marks: dict[str, Any] = {}
-
-        def mark(phase: str) -> None:
-            marks[phase] = clock.mark()
-
         loss = trainer.step_on_device(batch, mark)
         synchronize(trainer.device)
         times.total.append(time.perf_counter() - t0)

@@ -86,7 +86,7 @@ class Trainer:
             return self.model(batch)
 
     def step_on_device(self, batch: Any, on_phase: Callable[[str], None] = _ignore) -> torch.Tensor:
-        return train_step(self.model, batch, self.optimizer, self.scaler, self.device, self.precision, self.grad_clip, self.loss, on_phase)
+        return train_step(self.model, batch, self.optimizer, self.scaler, self.device, self.precision, self.grad_clip, self.graphed_loss, on_phase)
 
     def step(self, batch: Any) -> torch.Tensor:
         """One untimed step of a host batch (warm-up, memory tracking)."""
