@@ -20,11 +20,11 @@ from tpme.results.record import Provenance, Record
 
 
 @contextmanager
-def burners() -> Iterator[list[psutil.Process]]:
-    """One busy-looping process per available core, stopped on exit; yields once every one is looping
-    (a loaded machine can take seconds to start an interpreter)."""
+def burners(per_core: int = 1) -> Iterator[list[psutil.Process]]:
+    """`per_core` busy-looping processes per available core, stopped on exit; yields once every one
+    is looping (a loaded machine can take seconds to start an interpreter)."""
     procs = [subprocess.Popen([sys.executable, "-S", "-c", "print('ready', flush=True)\nwhile True: pass"], stdout=subprocess.PIPE, text=True)
-             for _ in range(available_cores())]
+             for _ in range(per_core * available_cores())]
     try:
         for p in procs:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
@@ -78,8 +78,10 @@ def test_monitor_counts_and_names_the_burners_beside_a_workload() -> None:
 
 def test_contention_warning_fires_beside_a_cell(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    with burners() as procs:
-        code = main(["run", "--preset", "ci", "--methods", "frozen", "--steps", "2", "--executor", "inprocess", "--out", str(out), "--no-report", "--quiet",
+    # three burners per core: beside the cell's own thread they take well over the cores it leaves
+    # free plus the rule's half-core margin, whatever the scheduler does within a short window
+    with burners(per_core=3) as procs:
+        code = main(["run", "--preset", "ci", "--methods", "frozen", "--steps", "6", "--executor", "inprocess", "--out", str(out), "--no-report", "--quiet",
                      "--cache-dir", str(tmp_path / "cache")])
     captured = capsys.readouterr()
     assert code == 0
