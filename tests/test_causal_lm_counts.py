@@ -106,6 +106,26 @@ def test_adamss_without_scikit_learn_names_the_extra(monkeypatch):
         count(tiny_llama(), {"peft_type": "ADAMSS", "r": 8, "num_subspaces": 3, "target_modules": ["q_proj"]})
 
 
+def test_params_command_without_scikit_learn_exits_2_naming_the_extra(monkeypatch, tmp_path, capsys):
+    """peft's AdaMSS config imports scikit-learn as it is built: the file loader checks first, so the
+    user sees the extra to install, not a traceback (the CI image once lacked it)."""
+    from tpme.cli import main
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    file = tmp_path / "adamss" / "small" / "adapter_config.json"
+    file.parent.mkdir(parents=True)
+    file.write_text(json.dumps({"peft_type": "ADAMSS", "r": 8, "num_subspaces": 3, "target_modules": ["q_proj"]}))
+    assert main(["params", "--scenario", "causal-lm", "--model", "tiny", "--peft-config", str(file), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "scikit-learn" in err and "tpme[causal-lm]" in err and "Traceback" not in err
+
+
+def test_value_dependent_settings_are_refused_before_packages_are_needed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    with pytest.raises(TpmeError, match="follows the checkpoint"):
+        count(tiny_llama(), {"peft_type": "ADAMSS", "r": 8, "num_subspaces": 3, "target_modules": ["q_proj"], "use_dynamic_rank": True})
+
+
 @pytest.mark.parametrize("adapter_config, message", [
     ({"peft_type": "NOT_A_METHOD"}, "unknown peft_type"),
     ({"peft_type": "LORA", "target_modules": ["no_such_proj"]}, "cannot be applied"),

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import sys
 import warnings
 from typing import Any
@@ -28,11 +27,14 @@ import torch
 from torch import nn
 
 from tpme.errors import TpmeError
-from tpme.scenarios.causal_lm.peft_experiment import PEFT_OPTIMIZERS, QUANTISED_DTYPES, WEIGHT_DTYPES
+from tpme.scenarios.causal_lm.peft_experiment import (
+    INSTALL_HINT,
+    PEFT_OPTIMIZERS,
+    QUANTISED_DTYPES,
+    WEIGHT_DTYPES,
+    require_method_packages,
+)
 
-# peft imports these lazily inside one method's initialisation; named here so the user gets the extra to install
-_METHOD_PACKAGES = {"ADAMSS": ("sklearn", "scikit-learn")}
-INSTALL_HINT = "pip install 'tpme[causal-lm]'"
 # settings whose count follows the checkpoint's values, which a count without it cannot know
 _VALUE_DEPENDENT = {"ADAMSS": "use_dynamic_rank"}
 # settings that can adapt one block differently from another (by layer index or a regex over full module names)
@@ -53,7 +55,8 @@ def count(model_config, adapter_config: dict[str, Any] | None, training: dict[st
             model = _base_model(model_config, dtype)
         n = model.num_parameters()  # what the suite reports for full fine-tuning: unique parameters
         return n, n
-    _check_packages(adapter_config)
+    _refuse_value_dependent(adapter_config)
+    require_method_packages(adapter_config)
     try:
         with torch.device("meta"):
             model = _wrap(_base_model(model_config, dtype), adapter_config, training)
@@ -98,12 +101,6 @@ def _peft_config(adapter_config: dict[str, Any]):
 def _count_from_probe(model_config, adapter_config: dict[str, Any], training: dict[str, Any], dtype: torch.dtype) -> tuple[int, int]:
     """Count a probe of two blocks on real weights and add what its last block adds once per missing block."""
     config = _peft_config(adapter_config)
-    setting = _VALUE_DEPENDENT.get(getattr(config.peft_type, "value", str(config.peft_type)))
-    if setting and getattr(config, setting, False):
-        raise TpmeError(
-            f"with {setting}, {adapter_config['peft_type']}'s parameter count follows the checkpoint's weights, which tpme does not load to count",
-            f"count with {setting}=false, or measure the trainable parameters with `tpme run` on the real model",
-        )
     per_block = _per_block_settings(config)
     if per_block:
         raise TpmeError(
@@ -223,10 +220,15 @@ def _weight_dtype(training: dict[str, Any]) -> torch.dtype:
     return WEIGHT_DTYPES[name]
 
 
-def _check_packages(adapter_config: dict[str, Any]) -> None:
-    needed = _METHOD_PACKAGES.get(str(adapter_config.get("peft_type", "")).upper())
-    if needed and importlib.util.find_spec(needed[0]) is None:
-        raise TpmeError(f"peft's {adapter_config['peft_type']} initialisation needs {needed[1]}, which is not installed", INSTALL_HINT)
+def _refuse_value_dependent(adapter_config: dict[str, Any]) -> None:
+    """A count without the checkpoint cannot follow settings that size the adapter from its weights (read
+    from the file as written: each such setting defaults to off)."""
+    setting = _VALUE_DEPENDENT.get(str(adapter_config.get("peft_type", "")).upper())
+    if setting and adapter_config.get(setting):
+        raise TpmeError(
+            f"with {setting}, {adapter_config['peft_type']}'s parameter count follows the checkpoint's weights, which tpme does not load to count",
+            f"count with {setting}=false, or measure the trainable parameters with `tpme run` on the real model",
+        )
 
 
 def _needs_data(error: BaseException) -> bool:

@@ -8,6 +8,7 @@ as peft's `get_train_config` does it (`{**defaults, **overrides}`): an experimen
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ DEFAULT_TRAINING_PARAMS = "default_training_params.json"
 PEFT_OPTIMIZERS = ("lora+", "lora-fa", "riemannian")
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 QUANTISED_DTYPES = ("int8", "int4")
+# peft imports these lazily inside one method's config or initialisation; named here so the user gets the extra to install
+METHOD_PACKAGES = {"ADAMSS": ("sklearn", "scikit-learn")}
+INSTALL_HINT = "pip install 'tpme[causal-lm]'"
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,14 @@ class PeftExperiment:
     def _bad(self, key: str, value: Any, wanted: str) -> TpmeError:
         where = next((p for p in reversed(self.sources) if key in _read_json(p)), self.sources[0])
         return TpmeError(f"{self.label}: {key}={value!r} in {where} is not {wanted}", f"fix \"{key}\" in {where}")
+
+
+def require_method_packages(adapter_config: dict[str, Any]) -> None:
+    """Refuse, naming the extra, a method whose peft config or initialisation imports a package that is absent."""
+    peft_type = str(adapter_config.get("peft_type", "")).upper()
+    needed = METHOD_PACKAGES.get(peft_type)
+    if needed and importlib.util.find_spec(needed[0]) is None:
+        raise TpmeError(f"peft's {peft_type} needs {needed[1]}, which is not installed", INSTALL_HINT)
 
 
 def label_for_config(path: str | Path) -> str:

@@ -17,6 +17,12 @@ from torch import nn
 from tpme.errors import TpmeError
 from tpme.methods.peft_family import adapt_decoder
 from tpme.methods.registry import Method, register_family
+from tpme.scenarios.causal_lm.peft_experiment import (
+    DEFAULT_TRAINING_PARAMS,
+    TRAINING_PARAMS,
+    load_experiment,
+    require_method_packages,
+)
 
 PREFIX = "peft-config"
 
@@ -36,6 +42,7 @@ def load_config(path: Path) -> Any:
         raise TpmeError(f"cannot read the peft config {path}: {e}", "give a peft adapter_config.json") from None
     if not isinstance(raw, dict) or "peft_type" not in raw:
         raise TpmeError(f"{path} has no peft_type", "give a peft adapter_config.json")
+    require_method_packages(raw)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -53,8 +60,6 @@ def training_params(path: Path) -> dict[str, Any] | None:
     """How peft's suite would train the experiment this file belongs to: its folder read as an
     experiment when the suite's defaults lie three levels up, else a training_params.json beside
     the file, else None (the suite's defaults apply)."""
-    from tpme.scenarios.causal_lm.peft_experiment import DEFAULT_TRAINING_PARAMS, TRAINING_PARAMS, load_experiment
-
     folder = path.resolve().parent
     if len(folder.parents) > 2 and (folder.parents[2] / DEFAULT_TRAINING_PARAMS).is_file():
         return load_experiment(folder).training
