@@ -1,6 +1,7 @@
 """The recommendation scenario's two protocols on tiny models: the official IISAN code's
 (workload, batch, learning rates, initialisation, evaluation masking, lora-official) and
 tpme's, which stays what it was."""
+import dataclasses
 import gc
 import json
 import weakref
@@ -21,7 +22,7 @@ from tpme.scenarios import get_scenario
 from tpme.scenarios.recommendation import protocol
 from tpme.scenarios.recommendation.config import preset
 from tpme.scenarios.recommendation.evaluate import Evaluator
-from tpme.scenarios.recommendation.model import assemble
+from tpme.scenarios.recommendation.model import OfficialRecommender, Recommender, assemble
 from tpme.scenarios.recommendation.ranking import hit_ndcg, mask_history, mask_whole_history, target_ranks
 from tpme.scenarios.recommendation.training import build_training, optimizer_for
 
@@ -53,10 +54,32 @@ def test_official_batch_embeds_every_slot_padding_and_repeats_included(bundle):
     distinct_real = len(torch.unique(ids[ids > 0]))
     assert len(tpme_batch.items.item_ids) == distinct_real < b * seq  # tpme: the distinct real items only
     assert torch.equal(official_batch.real, ids > 0)  # padding slots are never candidates
-    # a slot is masked for a user when it holds an item of that user's sequence
+    assert official_batch.own is None  # the official loss builds its mask on the device
+
+
+def test_official_loss_masks_own_items_but_the_target_in_a_per_user_loop(bundle):
+    """A slot is masked for a user's position when it holds an item of that user's sequence and
+    is not the position's target slot, and padding slots for everyone: built as the official
+    code builds it (OfficialRecommender), equal to the vectorised mask tpme's loss uses."""
+    s = setup("frozen", bundle, "official")
+    official_batch = next(s.loader.epoch(0))
+    model = s.model
+    assert isinstance(model, OfficialRecommender)
+    b, seq = official_batch.seq_index.shape
+    ids, c = official_batch.items.item_ids, len(official_batch.items.item_ids)
+    target = official_batch.seq_index[:, 1:].clamp(min=0)
+    masked = model.mask_candidates(torch.zeros(b, seq - 1, c), official_batch, target) == OfficialRecommender.MASKED
+    valid = official_batch.seq_index[:, :-1] >= 0
     for row in range(b):
         own_ids = set(ids[official_batch.seq_index[row][official_batch.seq_index[row] >= 0]].tolist())
-        assert official_batch.own[row].tolist() == [int(i) in own_ids for i in ids.tolist()]
+        for j in range(seq - 1):
+            if not valid[row, j]:
+                continue
+            expected = [(int(i) in own_ids and slot != row * seq + j + 1) or int(i) == 0 for slot, i in enumerate(ids.tolist())]
+            assert masked[row, j].tolist() == expected
+    own = torch.stack([torch.isin(ids, ids[official_batch.seq_index[r][official_batch.seq_index[r] >= 0]]) for r in range(b)])
+    vectorised = Recommender.mask_candidates(model, torch.zeros(b, seq - 1, c), dataclasses.replace(official_batch, own=own), target) < 0
+    assert torch.equal(masked[valid], vectorised[valid])
 
 
 def test_official_step_trains_on_all_slots(bundle):
@@ -318,3 +341,51 @@ def test_popularity_baseline_under_both_evaluation_protocols(bundle):
     assert official["test"]["users"] == details["test"]["users"]
     assert official["masking"] != details["masking"]
     assert all(0.0 <= official[split][m] <= 1.0 for split in ("valid", "test") for m in ("hr@10", "ndcg@10"))
+
+
+# --- DistributedDataParallel's buckets in the estimate --------------------------------------------
+
+@pytest.mark.parametrize("method", ["fft", "bitfit", "iisan"])
+def test_estimate_counts_the_gradient_buckets_ddp_builds(bundle, method):
+    """The official run's DDP rebuilds its buckets after the first iterations; the estimate's
+    steady-state buckets have the same sizes, and count in the estimate's gradients under
+    `official` only."""
+    from tpme.estimate.ddp import bucket_sizes
+    from tpme.estimate.estimator import estimate_step
+
+    s = setup(method, bundle, "official")
+    batches = s.loader.epoch(0)
+    for _ in range(4):
+        s.trainer.step(next(batches))
+    log = s.trainer.model._get_ddp_logging_data()
+    unused = method == "bitfit"  # DDP never rebuilds buckets that look for unused parameters
+    assert log["has_rebuilt_buckets"] == (0 if unused else 1)
+    trainable = [p for p in s.model.parameters() if p.requires_grad]
+    expected = [n * torch.empty(0, dtype=dtype).element_size() for dtype, n in bucket_sizes(trainable, unused)]
+    assert [int(x) for x in str(log["bucket_sizes" if unused else "rebuilt_bucket_sizes"]).split(",")] == expected
+
+    scenario = get_scenario("recommendation")
+    for proto, buckets in (("official", sum(expected)), ("tpme", 0)):
+        c = scenario.config_for_method(cfg(proto), method)
+        est = estimate_step(scenario, c, get_method(method), scenario.data_shape(c), target="cpu")
+        assert est.gradient_bucket_bytes == buckets
+        assert est.memory.breakdown["gradients"] >= buckets
+
+
+@pytest.mark.parametrize("unused", [False, True])
+def test_bucket_split_matches_ddp_on_a_model_of_several_buckets(unused):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from tpme.estimate.ddp import bucket_sizes
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    model = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(12)])  # 12.6 MB: a first bucket of about 1 MiB and one more
+    wrapped = DistributedDataParallel(model, find_unused_parameters=unused)
+    for _ in range(3):
+        wrapped(torch.randn(4, 512)).sum().backward()
+    log = wrapped._get_ddp_logging_data()
+    built = log["bucket_sizes" if unused else "rebuilt_bucket_sizes"]
+    expected = [4 * n for _, n in bucket_sizes(list(model.parameters()), unused)]
+    assert len(expected) == 2 and [int(x) for x in str(built).split(",")] == expected

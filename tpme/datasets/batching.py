@@ -57,7 +57,7 @@ class ItemBatch:
 @dataclass
 class TrainBatch:
     seq_index: torch.Tensor  # [B, L+1] index into the batch's unique items, -1 = padding
-    own: torch.Tensor  # [B, C] True where unique item c occurs in user b's sequence
+    own: torch.Tensor | None  # [B, C] True where unique item c occurs in user b's sequence; None: the model masks by item id (official protocol)
     log_pop: torch.Tensor  # [C] log popularity of the unique items (logQ correction)
     items: ItemBatch
     real: torch.Tensor | None = None  # [C] False for static-shape padding slots; None: no padding
@@ -66,7 +66,7 @@ class TrainBatch:
         return replace(
             self,
             seq_index=self.seq_index.to(device, non_blocking=non_blocking),
-            own=self.own.to(device, non_blocking=non_blocking),
+            own=None if self.own is None else self.own.to(device, non_blocking=non_blocking),
             log_pop=self.log_pop.to(device, non_blocking=non_blocking),
             items=self.items.to(device, non_blocking=non_blocking),
             real=None if self.real is None else self.real.to(device, non_blocking=non_blocking),
@@ -74,7 +74,8 @@ class TrainBatch:
 
     def pin_memory(self) -> "TrainBatch":
         real = None if self.real is None else self.real.pin_memory()
-        return TrainBatch(self.seq_index.pin_memory(), self.own.pin_memory(), self.log_pop.pin_memory(), self.items.pin_memory(), real)
+        own = None if self.own is None else self.own.pin_memory()
+        return TrainBatch(self.seq_index.pin_memory(), own, self.log_pop.pin_memory(), self.items.pin_memory(), real)
 
 
 class ItemFeatures:

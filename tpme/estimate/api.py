@@ -22,6 +22,7 @@ def step_record(est: StepEstimate) -> dict[str, Any]:
         "peak_memory_bytes": est.memory.peak_bytes,
         "predicted_reserved_bytes": est.reserved_bytes,
         "breakdown": est.memory.breakdown,
+        "gradient_bucket_bytes": est.gradient_bucket_bytes,  # DDP's copy, inside breakdown["gradients"]
         "flops_per_step": c.flops(),
         "flops": {p: c.flops(p) for p in ("forward", "backward", "optimizer")},
         "bytes_moved_per_step": c.bytes(),

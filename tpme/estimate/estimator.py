@@ -6,7 +6,9 @@ parameter becomes a fake tensor, and the harness's own step function
 tensors with the scenario's own optimizer. Adam's state is created first (the harness's
 warm-up steps do that) by one optimizer step on zero gradients, much cheaper than a whole
 warm-up step. The step then runs under the memory tracker and the cost counter together
-(neither allocates nor times anything, so they do not disturb each other).
+(neither allocates nor times anything, so they do not disturb each other). A scenario whose
+step runs under DistributedDataParallel (`Scenario.data_parallel`) adds DDP's gradient
+buckets, a persistent second copy of the trainable gradients (ddp.py).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tpme.device import grad_scaler
 from tpme.estimate.allocator import replay
 from tpme.estimate.attention import gpu_attention
 from tpme.estimate.cost import CostCounter, StepCost
+from tpme.estimate.ddp import fake_buckets
 from tpme.estimate.fake_model import fake_batch, fakify
 from tpme.estimate.memory import MemoryEstimate, TrainableMemTracker, peak_breakdown
 from tpme.estimate.shadow import KnownValues
@@ -47,6 +50,7 @@ class StepEstimate:
     wall_s: float  # how long the estimate itself took
     graphed: bool  # the harness would replay forward and backward from CUDA graphs (target cuda)
     graph_eager_kernels: int  # kernels a graphed step still launches eagerly besides the optimizer's
+    gradient_bucket_bytes: int = 0  # DDP's buckets (counted in the breakdown's gradients); 0 without DDP
 
 
 def prime_optimizer(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> None:
@@ -85,6 +89,9 @@ def estimate_step(scenario: Scenario, cfg: Any, method: Method, data: DataShape,
         prime_optimizer(optimizer, trainable)
     tracker, counter = TrainableMemTracker(), CostCounter()
     tracker.track_external(model, optimizer, *(t for _, t in named))
+    ddp = scenario.data_parallel(cfg, method.name)
+    buckets = fake_buckets(trainable, mode, ddp.find_unused_parameters) if ddp else []
+    tracker.track_gradient_copies(*buckets)
     before = len(tracker.events)
 
     def on_phase(phase: str) -> None:
@@ -106,4 +113,5 @@ def estimate_step(scenario: Scenario, cfg: Any, method: Method, data: DataShape,
         wall_s=time.perf_counter() - t0,
         graphed=target == "cuda" and would_capture(cfg.train.cuda_graphs, cfg.train.compile, method, assembly.part),
         graph_eager_kernels=len(named),  # one host-to-device copy per batch tensor; .grad takes the graph's gradient buffers as they are
+        gradient_bucket_bytes=sum(b.numel() * b.element_size() for b in buckets),
     )

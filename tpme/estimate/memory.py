@@ -67,6 +67,11 @@ class TrainableMemTracker(MemTracker):
     def _on_grad(self, grad: torch.Tensor) -> None:
         self._update_and_maybe_create_winfos(grad, _MemRefType.GRAD)
 
+    def track_gradient_copies(self, *tensors: torch.Tensor) -> None:
+        """Count tensors that hold gradients outside `.grad` (DDP's buckets) as gradients."""
+        for t in tensors:
+            self._update_and_maybe_create_winfos(t, _MemRefType.GRAD)
+
 
 @dataclass(frozen=True)
 class MemoryEstimate:

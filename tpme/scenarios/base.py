@@ -74,6 +74,13 @@ class Evaluator(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DataParallel:
+    """A step wrapped in DistributedDataParallel, as far as its memory depends on it."""
+
+    find_unused_parameters: bool = False  # DDP then keeps its first bucket split and never rebuilds it
+
+
 @dataclass
 class TrainingSetup:
     """Everything a cell's loop needs, built by the scenario for one method and config."""
@@ -187,6 +194,11 @@ class Scenario:
     def optimizer(self, cfg: Any, model: nn.Module, fused: bool) -> torch.optim.Optimizer:
         """The optimizer the harness trains with (and the estimate builds)."""
         raise NotImplementedError
+
+    def data_parallel(self, cfg: Any, method: str) -> DataParallel | None:
+        """How the step is wrapped in DistributedDataParallel, whose gradient buckets the estimate
+        counts; None: not wrapped."""
+        return None
 
     def grad_clip(self, cfg: Any) -> float | None:
         return None

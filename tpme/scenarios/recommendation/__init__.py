@@ -18,7 +18,7 @@ from tpme.datasets.bundle import DataBundle
 from tpme.methods.registry import Method, PrepareContext
 from tpme.results.record import Baseline
 from tpme.scenarios import register_scenario
-from tpme.scenarios.base import Assembly, DataShape, Scenario, TrainingSetup
+from tpme.scenarios.base import Assembly, DataParallel, DataShape, Scenario, TrainingSetup
 from tpme.scenarios.recommendation import arguments, data, protocol
 from tpme.scenarios.recommendation.config import PRESETS, RunConfig
 from tpme.scenarios.recommendation.evaluate import METRICS, popularity_baseline
@@ -69,6 +69,10 @@ class Recommendation(Scenario):
 
     def config_for_method(self, cfg: RunConfig, method: str) -> RunConfig:
         return protocol.config_for_method(cfg, method)
+
+    def data_parallel(self, cfg: RunConfig, method: str) -> DataParallel | None:
+        """The official code wraps the model in DDP even on one GPU."""
+        return DataParallel(protocol.finds_unused_parameters(method)) if protocol.is_official(cfg) else None
 
     def optimizer(self, cfg: RunConfig, model: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
         return optimizer_for(cfg, model, fused)

@@ -14,6 +14,7 @@ from tpme.datasets.preprocess import preprocess
 from tpme.datasets.synthetic import SyntheticCatalog, SyntheticSpec, generate_sequences
 from tpme.models.backbones import BackboneSpec, text_config
 from tpme.scenarios.base import DataShape
+from tpme.scenarios.recommendation import protocol
 from tpme.scenarios.recommendation.config import RunConfig
 
 
@@ -47,8 +48,10 @@ def synthetic_batch(cfg: RunConfig, image_size: int, needs: frozenset[str]) -> T
     b, seq = cfg.train.batch_size, cfg.data.max_seq_len + 1
     c = b * seq
     index = torch.arange(c).view(b, seq)
-    own = torch.zeros(b, c, dtype=torch.bool)
-    own[torch.arange(b).repeat_interleave(seq), index.flatten()] = True
+    own = None  # official: the loss masks by item id on the device
+    if not protocol.is_official(cfg):
+        own = torch.zeros(b, c, dtype=torch.bool)
+        own[torch.arange(b).repeat_interleave(seq), index.flatten()] = True
     items = ItemBatch(torch.arange(1, c + 1))
     if TEXT in needs:
         items.input_ids = torch.ones(c, cfg.data.text_len, dtype=torch.long)

@@ -38,14 +38,46 @@ class Recommender(nn.Module):
         users = self.user_encoder(x, valid)  # [B, L, e]
         logits = (users @ emb.T).float() - batch.log_pop[None, None, :]  # [B, L, C]
         target = targets.clamp(min=0)
-        candidates = torch.arange(emb.shape[0], device=emb.device)
-        masked = batch.own[:, None, :] & (candidates[None, None, :] != target[..., None])
-        if batch.real is not None:
-            masked = masked | ~batch.real[None, None, :]
-        logits = logits.masked_fill(masked, torch.finfo(logits.dtype).min)
+        logits = self.mask_candidates(logits, batch, target)
         per_position = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
         weight = valid.flatten().to(per_position.dtype)
         return (per_position * weight).sum() / weight.sum()
+
+    def mask_candidates(self, logits: torch.Tensor, batch: TrainBatch, target: torch.Tensor) -> torch.Tensor:
+        """Candidates of the user's own sequence other than the position's target, and static-shape
+        padding slots, are never offered: one vectorised mask built by the loader."""
+        candidates = torch.arange(logits.shape[-1], device=logits.device)
+        masked = batch.own[:, None, :] & (candidates[None, None, :] != target[..., None])
+        if batch.real is not None:
+            masked = masked | ~batch.real[None, None, :]
+        return logits.masked_fill(masked, torch.finfo(logits.dtype).min)
+
+
+class OfficialRecommender(Recommender):
+    """The recommender with the official code's loss masking (`ModelMM.forward` of GAIR-Lab/IISAN):
+    padding slots' columns set to -1e4 for every row by boolean indexing, then per user a Python
+    loop on the device compares every slot's item id with the user's L+1 ids, unmasks each
+    position's own target slot one by one and writes -1e4 by boolean indexing (a host
+    synchronisation per user). It masks exactly what `Recommender.mask_candidates` masks; what
+    differs is the work: some 2L + 6 small kernels and one synchronisation per user per step.
+    Needs the official layout (slot b*(L+1)+j holds user b's j-th item; `OfficialLoader`)."""
+
+    MASKED = -1e4  # the official fill value
+
+    def mask_candidates(self, logits: torch.Tensor, batch: TrainBatch, target: torch.Tensor) -> torch.Tensor:
+        b, length, _ = logits.shape
+        ids = batch.items.item_ids
+        slots = ids.view(b, length + 1)
+        if batch.real is not None:
+            logits[:, :, ~batch.real] = self.MASKED
+        for i in range(b):
+            reject = slots[i]
+            every = ids.repeat(length).expand(len(reject), -1)
+            mask = (every == reject.expand(every.size(1), len(reject)).t()).any(dim=0).reshape(logits[i].shape)
+            for j in range(length):
+                mask[j][i * (length + 1) + j + 1] = False
+            logits[i][mask] = self.MASKED
+        return logits
 
 
 def assemble(cfg: RunConfig, method: Method, n_items: int | None = None, meta: bool = False) -> Assembly:
@@ -76,7 +108,7 @@ def _build(method: Method, backbones: Backbones, embed_dim: int, cfg: RunConfig,
     if official:
         protocol.prepare_backbones(backbones)
     tower = method.build_tower(backbones, embed_dim)
-    model = Recommender(tower, embed_dim, cfg.data.max_seq_len)
+    model = (OfficialRecommender if official else Recommender)(tower, embed_dim, cfg.data.max_seq_len)
     if official:
         protocol.freeze_pooler(backbones, method.name)
         protocol.initialise(model)

@@ -110,6 +110,11 @@ def official_options(options: Any) -> Any:
     return options
 
 
+def finds_unused_parameters(method: str) -> bool:
+    """BitFit's pooler bias gets no gradient, so the official code's DDP must look for unused parameters."""
+    return method == "bitfit"
+
+
 def distributed(model: nn.Module, device: torch.device, method: str) -> nn.Module:
     """The model wrapped, as the official code wraps it even on one GPU, in DistributedDataParallel
     over a one-process group (gloo on CPU, nccl on CUDA): its gradient buckets hold a second copy
@@ -120,7 +125,7 @@ def distributed(model: nn.Module, device: torch.device, method: str) -> nn.Modul
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0, world_size=1)
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=method == "bitfit")
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=finds_unused_parameters(method))
 
 
 def _group(name: str, fft: bool) -> tuple[str, float]:
@@ -159,8 +164,8 @@ class OfficialLoader(TrainLoader):
     empty title) and items repeated within or across users, once per occurrence.
 
     Slot b*(L+1)+j holds user b's j-th item; padding slots are marked not `real`, so the loss
-    never offers them, and a candidate slot is masked for user b when it holds any item of
-    b's sequence other than the target slot itself, as the official loss masks by item id.
+    never offers them. No own-sequence mask travels: the official loss builds it on the device
+    from the slots' item ids (`OfficialRecommender`).
     """
 
     def collate(self, seqs: np.ndarray) -> TrainBatch:
@@ -169,12 +174,9 @@ class OfficialLoader(TrainLoader):
         real = ids > 0
         index = np.arange(ids.size, dtype=np.int64).reshape(b, length)
         index[seqs == 0] = -1
-        own = np.zeros((b, ids.size), dtype=bool)
-        for row in range(b):
-            own[row] = np.isin(ids, seqs[row][seqs[row] > 0])
         log_pop = np.where(real, self.log_pop[ids], 0.0).astype(np.float32)
         return TrainBatch(
-            seq_index=torch.from_numpy(index), own=torch.from_numpy(own), log_pop=torch.from_numpy(log_pop),
+            seq_index=torch.from_numpy(index), own=None, log_pop=torch.from_numpy(log_pop),
             items=_all_slots(self.features.gather(ids[real]), torch.from_numpy(ids), torch.from_numpy(real)),
             real=torch.from_numpy(real),
         )
