@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -16,6 +17,15 @@ from tpme.datasets.images import ImageSource, open_image_source
 from tpme.datasets.preprocess import pad_left
 
 TEXT, IMAGE = "text", "image"
+STATES = "states"  # precomputed per-item hidden states of both backbones, read from files per sample
+
+
+class StateSource(Protocol):
+    """Reads the precomputed hidden states of items (the official cached IISAN's per-item files)."""
+
+    def read(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text, image) states of `items`, each [N, n_states, d], one read per item and modality."""
+        ...
 
 
 @dataclass
@@ -26,6 +36,8 @@ class ItemBatch:
     input_ids: torch.Tensor | None = None  # [N, text_len]
     attention_mask: torch.Tensor | None = None  # [N, text_len]
     pixels: torch.Tensor | None = None  # [N, 3, H, W] uint8 or normalised float
+    text_states: torch.Tensor | None = None  # [N, n_states, d] every hidden state's [CLS] row (STATES)
+    image_states: torch.Tensor | None = None  # [N, n_states, d]
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "ItemBatch":
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -34,7 +46,7 @@ class ItemBatch:
         pixels = move(self.pixels)
         if pixels is not None and pixels.dtype == torch.uint8:
             pixels = pixels.float().div_(127.5).sub_(1.0)  # mean 0.5, std 0.5
-        return ItemBatch(move(self.item_ids), move(self.input_ids), move(self.attention_mask), pixels)
+        return ItemBatch(move(self.item_ids), move(self.input_ids), move(self.attention_mask), pixels, move(self.text_states), move(self.image_states))
 
     def padded(self, n: int) -> "ItemBatch":
         """The first rows of n, the rest zeros (id 0 is the padding item)."""
@@ -45,13 +57,13 @@ class ItemBatch:
             out[: len(t)] = t
             return out
 
-        return ItemBatch(pad(self.item_ids), pad(self.input_ids), pad(self.attention_mask), pad(self.pixels))
+        return ItemBatch(pad(self.item_ids), pad(self.input_ids), pad(self.attention_mask), pad(self.pixels), pad(self.text_states), pad(self.image_states))
 
     def pin_memory(self) -> "ItemBatch":
         def pin(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.pin_memory()
 
-        return ItemBatch(pin(self.item_ids), pin(self.input_ids), pin(self.attention_mask), pin(self.pixels))
+        return ItemBatch(pin(self.item_ids), pin(self.input_ids), pin(self.attention_mask), pin(self.pixels), pin(self.text_states), pin(self.image_states))
 
 
 @dataclass
@@ -79,14 +91,20 @@ class TrainBatch:
 
 
 class ItemFeatures:
-    """Gathers the features of given items for the requested modalities."""
+    """Gathers the features of given items for the requested modalities.
 
-    def __init__(self, bundle: DataBundle, needs: frozenset[str], image_size: int, pad_token: int = 0):
+    `states`: where STATES are read from, one read per item and modality on every gather
+    (needed when `needs` holds STATES)."""
+
+    def __init__(self, bundle: DataBundle, needs: frozenset[str], image_size: int, pad_token: int = 0, states: StateSource | None = None):
+        if STATES in needs and states is None:
+            raise ValueError("an item tower that reads precomputed states needs a StateSource")
         self.tokens = torch.from_numpy(bundle.tokens.astype(np.int64))
         self.pad_token = pad_token
         self.needs = needs
         self.image_size = image_size
         self.images: ImageSource | None = open_image_source(bundle.image_source) if IMAGE in needs else None
+        self.states = states if STATES in needs else None
 
     def gather(self, items: np.ndarray) -> ItemBatch:
         ids = torch.from_numpy(items)
@@ -96,6 +114,8 @@ class ItemFeatures:
             batch.attention_mask = (batch.input_ids != self.pad_token).long()
         if self.images is not None:
             batch.pixels = torch.from_numpy(self.images.images(items, self.image_size))
+        if self.states is not None:
+            batch.text_states, batch.image_states = self.states.read(items)
         return batch
 
 

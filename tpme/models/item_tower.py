@@ -10,14 +10,22 @@ import contextlib
 import torch
 from torch import nn
 
-from tpme.datasets.batching import IMAGE, TEXT, ItemBatch
+from tpme.datasets.batching import IMAGE, TEXT, ItemBatch, StateSource
 from tpme.models.backbones import Backbones
 
 
 class ItemTower(nn.Module):
-    """Base class: `needs` names the modalities forward() reads from the ItemBatch."""
+    """Base class: `needs` names the modalities forward() reads from the ItemBatch.
+
+    A tower that reads precomputed states (`STATES` in `needs`) gets their `state_source`
+    from its method's prepare, and gives their per-item shapes for estimation."""
 
     needs: frozenset[str] = frozenset({TEXT, IMAGE})
+    state_source: StateSource | None = None
+
+    def state_shapes(self) -> dict[str, tuple[int, int]]:
+        """modality -> (n_states, d) of the STATES it reads per item; empty when it reads none."""
+        return {}
 
     def forward(self, items: ItemBatch) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError

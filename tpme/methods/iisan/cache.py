@@ -57,7 +57,7 @@ def fingerprint(backbones, bundle, text_layers: list[int], image_layers: list[in
     return h.hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 24), b""):
@@ -149,7 +149,7 @@ def verify(directory: Path, fp: str | None = None) -> tuple[dict[str, Any] | Non
             return manifest, f"{entry['name']} missing" if not f.is_symlink() else f"{entry['name']} is a symbolic link"
         if f.stat().st_size != entry["bytes"]:
             return manifest, f"{entry['name']} has {f.stat().st_size} bytes, manifest says {entry['bytes']} (truncated?)"
-        if _sha256_file(f) != entry["sha256"]:
+        if sha256_file(f) != entry["sha256"]:
             return manifest, f"{entry['name']} checksum mismatch (corrupt)"
         try:
             finite = _finite(f, manifest["dtype"])
@@ -179,7 +179,7 @@ class BuildSpec:
     batch_size: int = 64
 
 
-def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     tmp = directory / (MANIFEST + ".tmp")
     with tmp.open("w") as f:
         json.dump(manifest, f, indent=1)
@@ -231,14 +231,14 @@ def build(directory: Path, fp: str, backbones, features, n_items: int, spec: Bui
     files = {}
     for m in MODALITIES:
         path = directory / f"{m}.npy"
-        files[m] = {"name": path.name, "shape": shapes[m], "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+        files[m] = {"name": path.name, "shape": shapes[m], "bytes": path.stat().st_size, "sha256": sha256_file(path)}
     manifest = {
         "format": FORMAT, "fingerprint": fp, "dtype": spec.dtype, "precision": spec.precision,
         "text_layers": spec.text_layers, "image_layers": spec.image_layers, "n_items": n_items, "files": files,
         "build_time_s": build_time, "items_per_s": n_items / build_time if build_time > 0 else None,
         "build_device": str(device), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_manifest(directory, manifest)
+    write_manifest(directory, manifest)
     return manifest
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from tpme.methods.iisan import cache as hidden_cache
+from tpme.methods.iisan import official_files
 from tpme.methods.iisan.options import STORAGE, IisanCachedOptions, IisanOptions, storage_dtype
 from tpme.methods.iisan.side import build_side
 from tpme.methods.iisan.towers import IisanCachedTower, IisanTower
@@ -38,13 +39,16 @@ class IisanCached(Method):
         return IisanCachedTower(side, text_layers, image_layers, backbones.text_hidden, backbones.image_hidden, kept)
 
     def prepare(self, tower: ItemTower, ctx: PrepareContext) -> dict[str, Any]:
+        """tpme: the used layers' cache, on the device when it fits. Official (the tower says so):
+        the official per-item state files, which every batch reads; nothing resident."""
         assert isinstance(tower, IisanCachedTower)
+        if tower.official:
+            tower.state_source, info = official_files.ensure(ctx.cache_dir, ctx.backbones, ctx.bundle, ctx.features, self.options.cache_batch_size, ctx.device, ctx.progress)
+            info["resident"] = {"text": "files", "image": "files"}
+            return info
         spec = hidden_cache.BuildSpec(tower.text_layers, tower.image_layers, storage_dtype(self.options.cache_dtype, ctx.precision), ctx.precision, self.options.cache_batch_size)
         arrays, info = hidden_cache.ensure(ctx.cache_dir, ctx.backbones, ctx.bundle, ctx.features, spec, ctx.device, ctx.progress)
-        if self.options.official:  # the official run reads the states from files every step, never device-resident
-            text, image = arrays["text"], arrays["image"]
-        else:
-            text, image = (hidden_cache.place(arrays[m], ctx.device) for m in hidden_cache.MODALITIES)
+        text, image = (hidden_cache.place(arrays[m], ctx.device) for m in hidden_cache.MODALITIES)
         tower.install(text, image)
         info["resident"] = {"text": str(text.device), "image": str(image.device)}
         return info
@@ -52,12 +56,17 @@ class IisanCached(Method):
     def cuda_graph_blocker(self, tower: ItemTower) -> str | None:
         """Capturable when the cache sits on the side networks' device: a batch is then a gather."""
         assert isinstance(tower, IisanCachedTower)
+        if tower.official:
+            return "every batch's hidden states are read from per-item files on the host (official protocol)"
         if tower.text_cache.device != tower.side.fuse.weight.device or tower.image_cache.device != tower.side.fuse.weight.device:
             return "the hidden-state cache does not fit the device, so every batch's rows are copied from host memory"
         return None
 
     def estimate_prepare(self, tower: ItemTower, n_items: int, precision: str) -> None:
-        """The cache's two arrays, shape and dtype only, for GPU-free estimation."""
+        """The cache's two arrays, shape and dtype only, for GPU-free estimation; under the
+        official protocol none (the states travel in the batch, see `state_shapes`)."""
         assert isinstance(tower, IisanCachedTower)
+        if tower.official:
+            return
         _, dtype = STORAGE[storage_dtype(self.options.cache_dtype, precision)]
         tower.install(*(torch.empty(n_items + 1, *cache.shape[1:], dtype=dtype) for cache in (tower.text_cache, tower.image_cache)))

@@ -28,7 +28,7 @@ class IisanOptions:
     # the official code's build (set by the recommendation scenario's official protocol): SAN blocks
     # normal(0, 0.01) with zero biases, per-network heads and gates (each trained at its own rate),
     # uncached: backbones in train mode and every used layer's full hidden states kept until backward;
-    # cached: both frozen backbones kept on the device, the cache read from host memory every step
+    # cached: both frozen backbones kept on the device, every sample's states read from per-item files
     official: bool = False
 
     def __post_init__(self) -> None:

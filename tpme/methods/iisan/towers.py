@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tpme.datasets.batching import IMAGE, TEXT, ItemBatch
+from tpme.datasets.batching import IMAGE, STATES, TEXT, ItemBatch
 from tpme.errors import TpmeError
 from tpme.methods.iisan.side import SideNetworks
 from tpme.models.backbones import Backbones
@@ -92,21 +92,28 @@ class IisanTower(ItemTower):
 class IisanCachedTower(ItemTower):
     """Side networks over cached states; reads nothing but item ids.
 
-    `kept_backbones`: the official code keeps both frozen backbones on the device although
-    training never runs them; given, they are held (frozen, in eval mode) so they go where
-    the model goes and count in its memory.
+    `kept_backbones` (the official protocol): as the official cached run, both frozen
+    backbones are held on the device although training never runs them (frozen, in eval
+    mode, so they go where the model goes and count in its memory), and every batch
+    carries its items' states, every hidden state of both backbones in fp32, read from the
+    per-item files (`STATES`); the tower picks its layers from them.
     """
-
-    needs = frozenset()
 
     def __init__(self, side: SideNetworks, text_layers: list[int], image_layers: list[int], text_dim: int, image_dim: int, kept_backbones: Backbones | None = None):
         super().__init__()
         self.side = side
+        self.official = kept_backbones is not None
         self.kept_backbones = None if kept_backbones is None else nn.ModuleList([kept_backbones.text, kept_backbones.image]).requires_grad_(False).eval()
+        self.needs = frozenset({STATES}) if self.official else frozenset()
+        self._state_shapes = {} if kept_backbones is None else {
+            "text": (kept_backbones.text.config.num_hidden_layers + 1, text_dim), "image": (kept_backbones.image.config.num_hidden_layers + 1, image_dim)}
         self.text_layers, self.image_layers = text_layers, image_layers
-        # placeholders until prepare() installs the cache
+        # placeholders until prepare() installs the cache (never, under the official protocol)
         self.register_buffer("text_cache", torch.zeros(0, len(text_layers), text_dim), persistent=False)
         self.register_buffer("image_cache", torch.zeros(0, len(image_layers), image_dim), persistent=False)
+
+    def state_shapes(self) -> dict[str, tuple[int, int]]:
+        return dict(self._state_shapes)
 
     def train(self, mode: bool = True) -> "IisanCachedTower":
         super().train(mode)
@@ -123,7 +130,11 @@ class IisanCachedTower(ItemTower):
         return rows.to(ids.device, dtype=dtype, non_blocking=True)
 
     def forward(self, items: ItemBatch) -> torch.Tensor:
+        dtype = self.side.fuse.weight.dtype
+        if self.official:
+            if items.text_states is None or items.image_states is None:
+                raise TpmeError("official iisan-cached got a batch without its items' hidden states", "gather the items with the state files its prepare made (ItemFeatures(..., states=tower.state_source))")
+            return self.side(items.text_states[:, self.text_layers].to(dtype), items.image_states[:, self.image_layers].to(dtype))
         if self.text_cache.shape[0] == 0:
             raise TpmeError("iisan-cached ran before its cache was prepared", "call Method.prepare(tower, ctx) first (the harness does)")
-        dtype = self.side.fuse.weight.dtype
         return self.side(self._rows(self.text_cache, items.item_ids, dtype), self._rows(self.image_cache, items.item_ids, dtype))

@@ -81,7 +81,7 @@ class Recommendation(Scenario):
         return build_training(cfg, method, DataBundle.load(data_path), device, cache_dir, seed)
 
     def synthetic_batch(self, cfg: RunConfig, assembly: Assembly) -> Any:
-        return data.synthetic_batch(cfg, assembly.extras["image_size"], assembly.part.needs)
+        return data.synthetic_batch(cfg, assembly.extras["image_size"], assembly.part.needs, assembly.part.state_shapes())
 
     def prepare_method(self, cfg: RunConfig, method: Method, device: torch.device, cache_dir: str, progress: bool) -> dict[str, Any]:
         """A method's one-off `prepare` alone (what `tpme cache build` runs), seeded and built as a

@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from tpme.datasets.batching import IMAGE, TEXT, ItemBatch, TrainBatch
+from tpme.datasets.batching import IMAGE, STATES, TEXT, ItemBatch, TrainBatch
 from tpme.datasets.build import build_bundle
 from tpme.datasets.bundle import DataBundle
 from tpme.datasets.preprocess import preprocess
@@ -42,9 +42,10 @@ def data_shape(cfg: RunConfig) -> DataShape:
     return DataShape(bundle.n_users, {"items": bundle.n_items})
 
 
-def synthetic_batch(cfg: RunConfig, image_size: int, needs: frozenset[str]) -> TrainBatch:
+def synthetic_batch(cfg: RunConfig, image_size: int, needs: frozenset[str], state_shapes: dict[str, tuple[int, int]] | None = None) -> TrainBatch:
     """The largest batch of a config: B full sequences of L+1 distinct items (C = B*(L+1)),
-    titles of full length. Index tensors are real (small); pixels are on the meta device."""
+    titles of full length. Index tensors are real (small); pixels and precomputed states
+    (fp32, `state_shapes` per item, for a tower that reads STATES) are on the meta device."""
     b, seq = cfg.train.batch_size, cfg.data.max_seq_len + 1
     c = b * seq
     index = torch.arange(c).view(b, seq)
@@ -58,4 +59,7 @@ def synthetic_batch(cfg: RunConfig, image_size: int, needs: frozenset[str]) -> T
         items.attention_mask = torch.ones(c, cfg.data.text_len, dtype=torch.long)
     if IMAGE in needs:
         items.pixels = torch.empty(c, 3, image_size, image_size, dtype=torch.uint8, device="meta")
+    if STATES in needs:
+        shapes = state_shapes or {}
+        items.text_states, items.image_states = (torch.empty(c, *shapes[m], dtype=torch.float32, device="meta") for m in (TEXT, IMAGE))
     return TrainBatch(seq_index=index, own=own, log_pop=torch.full((c,), -float(c)), items=items)

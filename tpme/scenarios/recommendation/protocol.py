@@ -163,6 +163,9 @@ class OfficialLoader(TrainLoader):
     """Every one of the B x (L+1) item slots of a batch is embedded: padding slots (grey image,
     empty title) and items repeated within or across users, once per occurrence.
 
+    A tower that reads precomputed states (official `iisan-cached`) gets them read per real
+    slot, two files each (text and image), as the official loader's `torch.load`s per sample.
+
     Slot b*(L+1)+j holds user b's j-th item; padding slots are marked not `real`, so the loss
     never offers them. No own-sequence mask travels: the official loss builds it on the device
     from the slots' item ids (`OfficialRecommender`).
@@ -183,7 +186,8 @@ class OfficialLoader(TrainLoader):
 
 
 def _all_slots(gathered: ItemBatch, ids: torch.Tensor, real: torch.Tensor) -> ItemBatch:
-    """The real items' features scattered into all slots; padding slots hold the padding item."""
+    """The real items' features scattered into all slots; padding slots hold the padding item
+    (and zero states, as the official loader's zero tensors)."""
     def spread(t: torch.Tensor | None, fill: int) -> torch.Tensor | None:
         if t is None:
             return None
@@ -191,4 +195,5 @@ def _all_slots(gathered: ItemBatch, ids: torch.Tensor, real: torch.Tensor) -> It
         out[real] = t
         return out
 
-    return ItemBatch(ids, spread(gathered.input_ids, 0), spread(gathered.attention_mask, 0), spread(gathered.pixels, PAD_PIXEL))
+    return ItemBatch(ids, spread(gathered.input_ids, 0), spread(gathered.attention_mask, 0), spread(gathered.pixels, PAD_PIXEL),
+                     spread(gathered.text_states, 0), spread(gathered.image_states, 0))

@@ -53,7 +53,7 @@ def build_training(cfg: RunConfig, method: Method, bundle: DataBundle, device: t
     graphs = decide(cfg.train.cuda_graphs, method, tower, device, cfg.train.compile)
     if cfg.train.compile:
         model.compile(dynamic=True)
-    features = ItemFeatures(bundle, tower.needs, image_size, pad_id)
+    features = ItemFeatures(bundle, tower.needs, image_size, pad_id, states=tower.state_source)
     loader_class = protocol.OfficialLoader if protocol.is_official(cfg) else TrainLoader
     loader = loader_class(bundle, features, cfg.train.batch_size, seed=seed, static=graphs.used)
     model.train()
