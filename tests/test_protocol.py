@@ -317,7 +317,7 @@ def test_official_step_runs_under_distributed_data_parallel(bundle):
     assert not isinstance(setup("bitfit", bundle, "tpme").trainer.model, DistributedDataParallel)
 
 
-def test_official_cached_iisan_keeps_the_backbones_and_reads_the_cache_from_the_host(bundle, tmp_path):
+def test_official_cached_iisan_keeps_the_backbones_and_reads_state_files_not_a_cache(bundle, tmp_path):
     from tpme.scenarios.base import count_params
 
     torch.manual_seed(0)
@@ -328,6 +328,7 @@ def test_official_cached_iisan_keeps_the_backbones_and_reads_the_cache_from_the_
     trainable, total = count_params(official.model)
     assert trainable == count_params(plain.model)[0] and total > trainable + sum(p.numel() for p in kept.parameters()) - 1
     assert plain.model.tower.kept_backbones is None
+    assert official.model.tower.text_cache.shape[0] == 0 and official.model.tower.state_source is not None  # tests/test_official_cache.py
     official.model.train()
     assert not kept.training
     assert torch.isfinite(official.trainer.step(next(official.loader.epoch(0))))
