@@ -5,6 +5,7 @@ the states in the batch instead of a cache."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,20 @@ def test_run_official_cached_end_to_end(tmp_path, capsys):
     assert facts["layout"] == "official per-item torch.save files" and facts["cache"] == "built"
     assert facts["resident"] == {"text": "files", "image": "files"}
     assert (cache / official_files.SUBDIR).is_dir() and not (cache / hidden_cache.SUBDIR).exists()
+
+
+def test_cache_cli_builds_lists_and_clears_the_official_files(tmp_path, capsys):
+    cache_dir = str(tmp_path / "c")
+    assert main(["cache", "build", "--preset", "ci", "--protocol", "official", "--cache-dir", cache_dir, "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["cache"] == "built" and built["layout"] == "official per-item torch.save files"
+    assert main(["cache", "info", "--cache-dir", cache_dir, "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["layout"], row["status"], row["path"]) == ("official", "ok", built["cache_dir"])
+    assert row["bytes"] == built["bytes"] + (Path(built["cache_dir"]) / "manifest.json").stat().st_size and row["shapes"] == built["shapes"]
+    bert = Path(built["cache_dir"]) / "bert_outputs" / "bert_2.pt"
+    bert.write_bytes(bytes(b ^ 1 for b in bert.read_bytes()))
+    assert main(["cache", "info", "--cache-dir", cache_dir, "--json"]) == 0
+    assert "checksum mismatch" in json.loads(capsys.readouterr().out)[0]["status"]
+    assert main(["cache", "clear", "--cache-dir", cache_dir]) == 0
+    assert not list(official_files.root(cache_dir).iterdir())

@@ -3,18 +3,21 @@
 `build` makes the cache that `tpme run` with the same preset/backbone/dataset/seed (and
 iisan-cached options) will find: the recommendation scenario (handed in by the CLI, which
 this package never imports) seeds and builds the backbones exactly as a cell's first
-repeat does, so the fingerprints agree.
+repeat does, so the fingerprints agree. With `--protocol official` it builds the official
+per-item state files instead (official_files.py); `info` and `clear` cover both layouts.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from tpme.errors import TpmeError
 from tpme.methods.iisan import cache as hc
+from tpme.methods.iisan import official_files
 from tpme.methods.registry import get_method, parse_method_opts, register_command
 
 METHOD = "iisan-cached"
@@ -73,28 +76,41 @@ def build(args: argparse.Namespace, scenario: Any) -> int:
 
 
 def _folder_bytes(d: Path) -> int:
+    """Bytes of the plain files under d (an official export's two subfolders included); links never followed."""
     if d.is_symlink():
         return 0
-    return sum(f.lstat().st_size for f in d.iterdir() if f.is_file() and not f.is_symlink())
+    total = 0
+    for folder, dirs, names in os.walk(d, followlinks=False):
+        dirs[:] = [x for x in dirs if not (Path(folder) / x).is_symlink()]
+        total += sum(f.lstat().st_size for f in (Path(folder) / n for n in names) if f.is_file() and not f.is_symlink())
+    return total
+
+
+def _key_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() or p.is_symlink()) if root.is_dir() else []
 
 
 def _entries(cache_dir: str) -> list[dict]:
-    """One row per key folder (a symbolic link included, never followed); a bad manifest is a status."""
-    root = hc.cache_root(cache_dir)
+    """One row per key folder (a symbolic link included, never followed); a bad manifest is a status.
+    `layout`: `hidden` (tpme's cache) or `official` (the official protocol's per-item files)."""
     rows = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir() or p.is_symlink()) if root.is_dir() else []:
-        manifest, status = hc.verify(d)
-        m = manifest or {}
-        try:
-            size = _folder_bytes(d)
-        except OSError:
-            size = 0
-        rows.append({
-            "key": d.name, "path": str(d), "status": status, "dtype": m.get("dtype"),
-            "shapes": {k: v["shape"] for k, v in m["files"].items() if k in hc.MODALITIES} if m else None,
-            "bytes": size, "text_layers": m.get("text_layers"), "image_layers": m.get("image_layers"),
-            "build_time_s": m.get("build_time_s"), "created": m.get("created"),
-        })
+    for layout, root, verify in (("hidden", hc.cache_root(cache_dir), hc.verify), ("official", official_files.root(cache_dir), official_files.verify)):
+        for d in _key_folders(root):
+            manifest, status = verify(d)
+            m = manifest or {}
+            try:
+                size = _folder_bytes(d)
+            except OSError:
+                size = 0
+            if layout == "hidden":
+                shapes = {k: v["shape"] for k, v in m["files"].items() if k in hc.MODALITIES} if m else None
+            else:
+                shapes = {k: [m["n_items"], *v["shape"]] for k, v in m["files"].items()} if m else None
+            rows.append({
+                "key": d.name, "path": str(d), "layout": layout, "status": status, "dtype": m.get("dtype"), "shapes": shapes,
+                "bytes": size, "text_layers": m.get("text_layers"), "image_layers": m.get("image_layers"),
+                "build_time_s": m.get("build_time_s"), "created": m.get("created"),
+            })
     return rows
 
 
@@ -107,7 +123,7 @@ def info(args: argparse.Namespace) -> int:
         print(f"no IISAN caches under {args.cache_dir}")
         return 0
     for r in rows:
-        print(f"{r['key']}  {r['status']:<10}  {r['dtype'] or '-':<5}  {r['bytes']:>12,} B  text {r['shapes'] and r['shapes'].get('text')}  image {r['shapes'] and r['shapes'].get('image')}  {r['created'] or ''}")
+        print(f"{r['key']}  {r['layout']:<8}  {r['status']:<10}  {r['dtype'] or '-':<5}  {r['bytes']:>12,} B  text {r['shapes'] and r['shapes'].get('text')}  image {r['shapes'] and r['shapes'].get('image')}  {r['created'] or ''}")
     return 0
 
 
