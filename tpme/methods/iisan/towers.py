@@ -90,7 +90,8 @@ class IisanTower(ItemTower):
 
 
 class IisanCachedTower(ItemTower):
-    """Side networks over cached states; reads nothing but item ids.
+    """Side networks over precomputed states: tpme's cache rows by item id (the batch carries
+    nothing but ids), or, under the official protocol, the states the batch carries.
 
     `kept_backbones` (the official protocol): as the official cached run, both frozen
     backbones are held on the device although training never runs them (frozen, in eval
