@@ -48,6 +48,20 @@ class PrepareContext:
     progress: bool = False
 
 
+@dataclass(frozen=True)
+class PreparePass:
+    """The device work of a method's `prepare`, for estimating its peak memory on fake tensors.
+
+    `run` creates its own inputs (torch.empty, made fake by the estimate's fake mode) and
+    returns what the pass holds at its end; `resident` are the modules on the device while it
+    runs (their weights count); the estimate runs it without autograd.
+    """
+
+    run: Callable[[], Any]
+    resident: tuple[nn.Module, ...]
+    description: str
+
+
 class Method:
     """Builds an item tower from the two backbones and marks what trains.
 
@@ -91,6 +105,11 @@ class Method:
         (e.g. a hidden-state cache for n_items + 1 items registered as a buffer), created
         on the current default device (meta while estimating). Default: nothing to create.
         """
+
+    def prepare_pass(self, tower: ItemTower, backbones: Backbones, text_len: int, precision: str) -> PreparePass | None:
+        """The device work of `prepare` (a cache build), so the estimate can tell its peak memory,
+        which may exceed training's; None: `prepare` runs nothing on the device."""
+        return None
 
     def cuda_graph_blocker(self, tower: ItemTower) -> str | None:
         """Why this method's training step cannot be captured as a CUDA graph, or None if it can.

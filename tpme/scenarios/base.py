@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tpme.errors import TpmeError
-from tpme.methods.registry import Method
+from tpme.methods.registry import Method, PreparePass
 from tpme.results.quality import QualityMetric
 from tpme.results.record import Baseline
 from tpme.scenarios.config import ScenarioConfig
@@ -194,6 +194,10 @@ class Scenario:
     def optimizer(self, cfg: Any, model: nn.Module, fused: bool) -> torch.optim.Optimizer:
         """The optimizer the harness trains with (and the estimate builds)."""
         raise NotImplementedError
+
+    def prepare_pass(self, cfg: Any, method: Method, assembly: Assembly) -> PreparePass | None:
+        """The device work of the method's one-off `prepare` at this config (see Method.prepare_pass)."""
+        return None
 
     def data_parallel(self, cfg: Any, method: str) -> DataParallel | None:
         """How the step is wrapped in DistributedDataParallel, whose gradient buckets the estimate

@@ -3,18 +3,50 @@
 backbone). With the same weights both give the same item embeddings."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 
+from tpme.device import autocast
 from tpme.methods.iisan import cache as hidden_cache
 from tpme.methods.iisan import official_files
 from tpme.methods.iisan.options import STORAGE, IisanCachedOptions, IisanOptions, storage_dtype
 from tpme.methods.iisan.side import build_side
-from tpme.methods.iisan.towers import IisanCachedTower, IisanTower
-from tpme.methods.registry import Method, PrepareContext, register_method
+from tpme.methods.iisan.towers import IisanCachedTower, IisanTower, cls_states
+from tpme.methods.registry import Method, PrepareContext, PreparePass, register_method
 from tpme.models.backbones import Backbones
 from tpme.models.item_tower import ItemTower
+
+
+OFFICIAL_PREPROCESS_BATCH = 128  # preprocess_vectors.py's process_items(batch_size=128)
+
+
+def _item_inputs(backbones: Backbones, text_len: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    size = backbones.image_size
+    return torch.ones(batch, text_len, dtype=torch.long), torch.empty(batch, 3, size, size)
+
+
+def _official_preprocess_batch(backbones: Backbones, text_len: int, batch: int) -> tuple[Any, Any]:
+    """One batch of the official preprocessing: BERT's output (all hidden states) is still held
+    while ViT runs, as `process_items` deletes both only after saving."""
+    ids, pixels = _item_inputs(backbones, text_len, batch)
+    backbones.text.eval()
+    backbones.image.eval()
+    text = backbones.text(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
+    image = backbones.image(pixel_values=pixels, output_hidden_states=True)
+    return text, image
+
+
+def _cache_batch(backbones: Backbones, text_layers: list[int], image_layers: list[int], text_len: int, batch: int, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of tpme's cache build (`cache.build`)."""
+    ids, pixels = _item_inputs(backbones, text_len, batch)
+    backbones.text.eval()
+    backbones.image.eval()
+    with autocast(ids.device, precision):
+        text = cls_states(backbones.text, text_layers, input_ids=ids, attention_mask=torch.ones_like(ids))
+        image = cls_states(backbones.image, image_layers, pixel_values=pixels)
+    return text, image
 
 
 @register_method("iisan", "IISAN side networks (intra text, intra image, inter) on every 2nd [CLS] state; backbones frozen, run without autograd")
@@ -52,6 +84,21 @@ class IisanCached(Method):
         tower.install(text, image)
         info["resident"] = {"text": str(text.device), "image": str(image.device)}
         return info
+
+    def prepare_pass(self, tower: ItemTower, backbones: Backbones, text_len: int, precision: str) -> PreparePass:
+        """tpme: the cache build's batch (the used layers' [CLS] rows copied out as each layer ends,
+        under the run's autocast, beside the side networks; the cache fills host memory). Official: `preprocess_vectors.py` as the
+        official code runs it, a process of its own holding only the backbones, in fp32 at batch
+        128 with `output_hidden_states=True`, so every layer's full output of both backbones is
+        kept until the batch's states are saved."""
+        assert isinstance(tower, IisanCachedTower)
+        models = (backbones.text, backbones.image)
+        if tower.official:
+            return PreparePass(partial(_official_preprocess_batch, backbones, text_len, OFFICIAL_PREPROCESS_BATCH), models,
+                               f"the official preprocess_vectors.py: both backbones, fp32, batch {OFFICIAL_PREPROCESS_BATCH}, every hidden state kept")
+        batch = self.options.cache_batch_size
+        run = partial(_cache_batch, backbones, tower.text_layers, tower.image_layers, text_len, batch, precision)
+        return PreparePass(run, (*models, tower.side), f"tpme's cache build: batch {batch}, {precision}, [CLS] rows of the used layers")
 
     def cuda_graph_blocker(self, tower: ItemTower) -> str | None:
         """Capturable when the cache sits on the side networks' device: a batch is then a gather."""

@@ -15,7 +15,7 @@ import torch
 
 from tpme.datasets.batching import IMAGE, TEXT, ItemFeatures
 from tpme.datasets.bundle import DataBundle
-from tpme.methods.registry import Method, PrepareContext
+from tpme.methods.registry import Method, PrepareContext, PreparePass
 from tpme.results.record import Baseline
 from tpme.scenarios import register_scenario
 from tpme.scenarios.base import Assembly, DataParallel, DataShape, Scenario, TrainingSetup
@@ -69,6 +69,9 @@ class Recommendation(Scenario):
 
     def config_for_method(self, cfg: RunConfig, method: str) -> RunConfig:
         return protocol.config_for_method(cfg, method)
+
+    def prepare_pass(self, cfg: RunConfig, method: Method, assembly: Assembly) -> PreparePass | None:
+        return method.prepare_pass(assembly.part, assembly.extras["backbones"], cfg.data.text_len, cfg.train.precision)
 
     def data_parallel(self, cfg: RunConfig, method: str) -> DataParallel | None:
         """The official code wraps the model in DDP even on one GPU."""
