@@ -3,14 +3,18 @@
 Order: the scenario's training setup (data, model, the method, its one-off prepare timed
 apart), warm-up steps, timed steps with memory probes (whole epochs: with the scenario's
 quality evaluated between them, outside the timed window), then, on CPU only, a separate
-untimed phase that tracks tensor memory. Which process this runs in is the executor's
-business; the result is a typed record.
+untimed phase that tracks tensor memory, then the protocol's per-epoch extras where it has
+them (the official code's validation, test and checkpoint: each timed once, added to the
+epoch time part by part). Which process this runs in is the executor's business; the
+result is a typed record.
 """
 from __future__ import annotations
 
 import json
 import math
+import tempfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +33,7 @@ from tpme.metrics.stats import LEVEL, median_interval, outlier_steps
 from tpme.results.finite import NON_FINITE_FIX, describe, non_finite_fields
 from tpme.results.record import Memory, Provenance, Quality, QualityValue, Record, Timing, cell_key
 from tpme.scenarios import get_scenario
-from tpme.scenarios.base import Evaluator, TrainingSetup, count_params
+from tpme.scenarios.base import Evaluator, ExtrasTimes, TrainingSetup, count_params
 from tpme.training.batches import tensors
 
 
@@ -88,8 +92,10 @@ def _quality(evaluator: Evaluator, evaluation: dict[str, Any]) -> Quality:
     return Quality(metrics, evaluation)
 
 
-def run_cell(spec: CellSpec, on_step=None) -> Record:
-    """Measure one cell; raises on failure (the worker turns exceptions into statuses)."""
+def run_cell(spec: CellSpec, on_step=None, workdir: Path | None = None) -> Record:
+    """Measure one cell; raises on failure (the worker turns exceptions into statuses).
+    `workdir`: the cell's own folder, for files the epoch extras write and remove (None: a
+    temporary folder of its own)."""
     record = empty_record(spec)
     scenario = get_scenario(spec.scenario)
     cfg = scenario.config_from_dict(spec.config)
@@ -165,6 +171,9 @@ def run_cell(spec: CellSpec, on_step=None) -> Record:
         record.peak_memory_bytes, record.memory_source = tracker.peak, "cpu_tensor_peak"
     batches.close()
     record.memory = Memory(**{k: v for k, v in memory.items() if k in Memory.__dataclass_fields__})
+    extras = _epoch_extras(setup, workdir)
+    if extras is not None:
+        _add_epoch_parts(record, epoch_time, extras)
     if spec.estimate:  # after every measurement: tracking never overlaps timing
         record.estimate = _estimate(spec, scenario, cfg, setup, batch, device)
     record.provenance.host_state = host.finish().to_dict()
@@ -183,6 +192,27 @@ def _timing(spec: CellSpec, timing: dict[str, Any], warmup_steps: int, epoch_tim
     epoch_ci = ci.scaled(epoch_time / median) if median > 0 else ci
     return Timing(timing["steps"], warmup_steps, timing["step_time_s"], steps, timing["breakdown_median_s"],
                   median_ci_s=ci.as_list(), epoch_time_ci_s=epoch_ci.as_list(), ci_level=LEVEL, outlier_steps=outlier_steps(steps))
+
+
+def _epoch_extras(setup: TrainingSetup, workdir: Path | None) -> ExtrasTimes | None:
+    """The scenario's per-epoch extras, run once after every measurement of the steps."""
+    if setup.epoch_extras is None:
+        return None
+    if workdir is not None:
+        return setup.epoch_extras(workdir)
+    with tempfile.TemporaryDirectory(prefix="tpme-cell-") as tmp:
+        return setup.epoch_extras(Path(tmp))
+
+
+def _add_epoch_parts(record: Record, train_s: float, extras: ExtrasTimes) -> None:
+    """The epoch as the protocol defines it: training plus each extra part (the paper's epoch
+    time). The extras are timed once, so the epoch's interval is the training's, shifted."""
+    timing = record.timing
+    timing.epoch_parts_s = {"train": train_s, **extras.parts_s}
+    timing.checkpoint_bytes = extras.checkpoint_bytes
+    added = sum(extras.parts_s.values())
+    record.epoch_time_s = train_s + added
+    timing.epoch_time_ci_s = [x + added for x in timing.epoch_time_ci_s]
 
 
 def _estimate(spec: CellSpec, scenario: Any, cfg: Any, setup: TrainingSetup, batch: Any, device: torch.device):

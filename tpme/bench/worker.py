@@ -69,7 +69,7 @@ def main(argv: list[str], launch: str = "fresh") -> int:
     start = time.perf_counter()
     spec = CellSpec.from_json(Path(spec_path).read_text())
     try:
-        record = run_cell(spec, on_step=lambda: print(".", end="", file=sys.stderr, flush=True))
+        record = run_cell(spec, on_step=lambda: print(".", end="", file=sys.stderr, flush=True), workdir=Path(spec_path).parent)
     except BaseException as exc:  # every failure is a result, Ctrl-C included
         write_atomic(result_path, _stamped(failure_record(spec, exc), launch, start))
         if isinstance(exc, KeyboardInterrupt):

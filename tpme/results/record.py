@@ -121,6 +121,10 @@ class Timing:
     epoch_time_ci_s: list[float] = field(default_factory=list)  # [low, high]: the same interval scaled to the epoch time
     ci_level: float | None = None  # of both intervals, e.g. 0.95
     outlier_steps: list[int] = field(default_factory=list)  # indices into step_times_s flagged as outliers (kept, not dropped)
+    # the epoch as a protocol defines it, by part (official: train, validation, test, checkpoint), each timed once;
+    # the record's epoch_time_s is their sum. Empty: the epoch is the training alone (tpme's protocol, older records)
+    epoch_parts_s: dict[str, float] = field(default_factory=dict)
+    checkpoint_bytes: int | None = None  # the size of the checkpoint file the `checkpoint` part wrote
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(dataclasses.asdict(self))
@@ -130,7 +134,8 @@ class Timing:
         stats_key = "stats" if "stats" in r.data else "step_time_s"  # /1 kept the stats under step_time_s
         stats = r.number_map(stats_key) if isinstance(r.data.get(stats_key), dict) else {}
         return cls(r.number("steps", True), r.number("warmup_steps", True), stats, r.numbers("step_times_s"), r.number_map("breakdown_median_s"), r.text("note"),
-                   _pair(r, "median_ci_s"), _pair(r, "epoch_time_ci_s"), r.number("ci_level"), [int(x) for x in r.numbers("outlier_steps")])
+                   _pair(r, "median_ci_s"), _pair(r, "epoch_time_ci_s"), r.number("ci_level"), [int(x) for x in r.numbers("outlier_steps")],
+                   r.number_map("epoch_parts_s"), r.number("checkpoint_bytes", True))
 
 
 def _pair(r: _Reader, key: str) -> list[float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -81,6 +81,40 @@ class DataParallel:
     find_unused_parameters: bool = False  # DDP then keeps its first bucket split and never rebuilds it
 
 
+@dataclass(frozen=True)
+class ExtrasTimes:
+    """The seconds of each part of an epoch besides training, each timed once."""
+
+    parts_s: dict[str, float]  # e.g. validation, test, checkpoint
+    checkpoint_bytes: int | None = None  # the size of the checkpoint written, where one was
+
+
+EpochExtras = Callable[[Path], ExtrasTimes]
+"""A protocol's per-epoch work besides training (the official code's validation, test and
+checkpoint), run once; its argument is a folder of the cell's own for any file it writes
+(and removes before it returns)."""
+
+
+@dataclass(frozen=True)
+class ForwardPiece:
+    """One forward-only batch of an epoch part, for the estimate: `run(model, inputs)` on the fake
+    model (eval mode, no autograd) is one batch; the part runs `repeats` such batches (the last
+    one partial: fractional)."""
+
+    part: str  # the epoch part it belongs to (validation, test)
+    inputs: Any  # one batch: small index tensors real, large inputs on the meta device
+    run: Callable[[nn.Module, Any], Any]
+    repeats: float
+
+
+@dataclass(frozen=True)
+class EpochExtrasPlan:
+    """What a protocol's epoch does besides training, as the estimate models it."""
+
+    pieces: tuple[ForwardPiece, ...]  # forward-only work per part
+    checkpoint: bool  # the model's and the optimizer's state written once per epoch
+
+
 @dataclass
 class TrainingSetup:
     """Everything a cell's loop needs, built by the scenario for one method and config."""
@@ -94,6 +128,7 @@ class TrainingSetup:
     data_info: dict[str, Any]  # dataset statistics for the record
     data_shape: DataShape
     evaluator: Evaluator | None = None
+    epoch_extras: EpochExtras | None = None  # None: an epoch is its training steps alone (tpme's protocol)
 
     @property
     def device(self) -> torch.device:
@@ -217,3 +252,8 @@ class Scenario:
     def synthetic_batch(self, cfg: Any, assembly: Assembly) -> Any:
         """The largest training batch of a config (for estimates): index tensors real, large inputs on meta."""
         raise NotImplementedError
+
+    def epoch_extras_plan(self, cfg: Any, method: Method, data: DataShape, assembly: Assembly) -> EpochExtrasPlan | None:
+        """The estimate's model of `TrainingSetup.epoch_extras` for this config; None (the default):
+        an epoch is its training steps alone."""
+        return None

@@ -18,8 +18,8 @@ from tpme.datasets.bundle import DataBundle
 from tpme.methods.registry import Method, PrepareContext, PreparePass
 from tpme.results.record import Baseline
 from tpme.scenarios import register_scenario
-from tpme.scenarios.base import Assembly, DataParallel, DataShape, Scenario, TrainingSetup
-from tpme.scenarios.recommendation import arguments, data, protocol
+from tpme.scenarios.base import Assembly, DataParallel, DataShape, EpochExtrasPlan, Scenario, TrainingSetup
+from tpme.scenarios.recommendation import arguments, data, epoch_extras, protocol
 from tpme.scenarios.recommendation.config import PRESETS, RunConfig
 from tpme.scenarios.recommendation.evaluate import METRICS, popularity_baseline
 from tpme.scenarios.recommendation.model import assemble
@@ -85,6 +85,12 @@ class Recommendation(Scenario):
 
     def synthetic_batch(self, cfg: RunConfig, assembly: Assembly) -> Any:
         return data.synthetic_batch(cfg, assembly.extras["image_size"], assembly.part.needs, assembly.part.state_shapes())
+
+    def epoch_extras_plan(self, cfg: RunConfig, method: Method, shape: DataShape, assembly: Assembly) -> EpochExtrasPlan | None:
+        """Under the official protocol an epoch also validates, tests and saves a checkpoint (epoch_extras.py)."""
+        if not protocol.is_official(cfg):
+            return None
+        return epoch_extras.plan(cfg, method, shape, assembly.extras["image_size"], assembly.part.needs)
 
     def prepare_method(self, cfg: RunConfig, method: Method, device: torch.device, cache_dir: str, progress: bool) -> dict[str, Any]:
         """A method's one-off `prepare` alone (what `tpme cache build` runs), seeded and built as a

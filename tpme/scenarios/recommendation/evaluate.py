@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -50,13 +51,14 @@ def _whole_histories(bundle: DataBundle, split: str) -> np.ndarray:
     return pad_left(seqs, max((len(s) for s in seqs), default=1))
 
 
-def _rank_all(score_batch: Callable[[torch.Tensor], torch.Tensor], hist: np.ndarray, target: np.ndarray, device: torch.device, masked: np.ndarray | None = None) -> dict[str, float]:
+def _rank_all(score_batch: Callable[[torch.Tensor], torch.Tensor], hist: np.ndarray, target: np.ndarray, device: torch.device, masked: np.ndarray | None = None,
+              user_batch: int = USER_BATCH) -> dict[str, float]:
     """HR@K and NDCG@K over all users; score_batch(histories [B, L]) -> scores [B, n_items + 1].
     `masked` [users, H]: items to mask whole (official protocol); None: the history but the target."""
     hits = ndcgs = 0.0
-    for start in range(0, len(hist), USER_BATCH):
-        h = torch.from_numpy(hist[start : start + USER_BATCH]).to(device)
-        t = torch.from_numpy(target[start : start + USER_BATCH]).to(device)
+    for start in range(0, len(hist), user_batch):
+        h = torch.from_numpy(hist[start : start + user_batch]).to(device)
+        t = torch.from_numpy(target[start : start + user_batch]).to(device)
         raw = score_batch(h).float()
         if not bool(torch.isfinite(raw).all()):
             bad = int((~torch.isfinite(raw)).sum())
@@ -64,7 +66,7 @@ def _rank_all(score_batch: Callable[[torch.Tensor], torch.Tensor], hist: np.ndar
         if masked is None:
             scores = mask_history(raw, h, t)
         else:
-            scores = mask_whole_history(raw, torch.from_numpy(masked[start : start + USER_BATCH]).to(device))
+            scores = mask_whole_history(raw, torch.from_numpy(masked[start : start + user_batch]).to(device))
         hit, ndcg = hit_ndcg(target_ranks(scores, t), K)
         hits += float(hit.sum())
         ndcgs += float(ndcg.sum())
@@ -75,6 +77,16 @@ def _rank_all(score_batch: Callable[[torch.Tensor], torch.Tensor], hist: np.ndar
 def _batches(n: int, size: int) -> Iterator[np.ndarray]:
     for start in range(1, n + 1, size):
         yield np.arange(start, min(start + size, n + 1), dtype=np.int64)
+
+
+def score_users(model: Recommender, emb: torch.Tensor, hist: torch.Tensor, cast: Callable[[], AbstractContextManager]) -> torch.Tensor:
+    """Every item's score [B, n_items + 1] for users with histories `hist` [B, L] (0 = padding):
+    the user encoder's state at the last position (under `cast`, the evaluation's autocast)
+    against every item embedding in float32. The estimate runs it on fake tensors."""
+    valid = hist > 0
+    with cast():
+        users = model.user_encoder(emb[hist] * valid[..., None], valid)[:, -1]
+    return users.float() @ emb.T
 
 
 class Evaluator:
@@ -94,10 +106,10 @@ class Evaluator:
         self.info = {"k": K, "masking": OFFICIAL_MASKING if protocol == OFFICIAL else HISTORY_MASKING}
 
     @torch.no_grad()
-    def item_embeddings(self, model: Recommender) -> torch.Tensor:
+    def item_embeddings(self, model: Recommender, batch_size: int = ITEM_BATCH) -> torch.Tensor:
         """[n_items + 1, e] float32 with row 0 (padding) zero."""
         rows = [torch.zeros(1, model.user_encoder.positions.embedding_dim, device=self.device)]
-        for ids in _batches(self.bundle.n_items, ITEM_BATCH):
+        for ids in _batches(self.bundle.n_items, batch_size):
             with autocast(self.device, self.precision):
                 rows.append(model.tower(self.features.gather(ids).to(self.device)).float())
         return torch.cat(rows)
@@ -111,19 +123,30 @@ class Evaluator:
         model.eval()
         try:
             emb = self.item_embeddings(model)
-
-            def score(hist: torch.Tensor) -> torch.Tensor:
-                valid = hist > 0
-                with autocast(self.device, self.precision):
-                    users = model.user_encoder(emb[hist] * valid[..., None], valid)[:, -1]
-                return users.float() @ emb.T
-
-            out: dict[str, Any] = {split: _rank_all(score, *self.data[split], self.device, self.masked[split]) for split in SPLITS}
+            out: dict[str, Any] = {split: self._rank_split(model, emb, split, USER_BATCH) for split in SPLITS}
         finally:
             model.train()
         synchronize(self.device)
         out["eval_time_s"] = time.perf_counter() - t0
         return out
+
+    @torch.no_grad()
+    def split_pass(self, model: Recommender, split: str, item_batch: int, user_batch: int) -> dict[str, float]:
+        """One split alone, as the official code evaluates after an epoch (`run_eval`, `run_eval_test`):
+        every item embedded afresh at `item_batch`, then the split's users scored `user_batch` at a
+        time; the model is left in train mode."""
+        model = getattr(model, "module", model)
+        model.eval()
+        try:
+            return self._rank_split(model, self.item_embeddings(model, item_batch), split, user_batch)
+        finally:
+            model.train()
+
+    def _rank_split(self, model: Recommender, emb: torch.Tensor, split: str, user_batch: int) -> dict[str, float]:
+        def score(hist: torch.Tensor) -> torch.Tensor:
+            return score_users(model, emb, hist, lambda: autocast(self.device, self.precision))
+
+        return _rank_all(score, *self.data[split], self.device, self.masked[split], user_batch)
 
 
 def popularity_baseline(bundle: DataBundle) -> Baseline:

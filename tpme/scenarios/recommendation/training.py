@@ -16,6 +16,7 @@ from tpme.methods.registry import Method, PrepareContext
 from tpme.scenarios.base import DataShape, TrainingSetup
 from tpme.scenarios.recommendation import protocol
 from tpme.scenarios.recommendation.config import RunConfig
+from tpme.scenarios.recommendation.epoch_extras import OfficialEpochExtras
 from tpme.scenarios.recommendation.evaluate import Evaluator
 from tpme.scenarios.recommendation.model import assemble
 from tpme.training.graphs import decide, prepare_graphs
@@ -63,5 +64,8 @@ def build_training(cfg: RunConfig, method: Method, bundle: DataBundle, device: t
     execution = {"cuda_graphs": graphs.to_dict(), "static_shapes": loader.static, "optimizer": describe(optimizer), "protocol": cfg.protocol,
                  "ddp": stepped is not model, "learning_rates": {g.get("name", "all"): g["lr"] for g in optimizer.param_groups}}
     evaluator = Evaluator(bundle, features, device, cfg.train.precision, cfg.protocol) if cfg.train.eval or cfg.train.early_stop else None
+    extras = None
+    if protocol.is_official(cfg):  # the official epoch also validates, tests and saves a checkpoint
+        extras = OfficialEpochExtras(cfg, method, model, optimizer, evaluator or Evaluator(bundle, features, device, cfg.train.precision, cfg.protocol), device)
     shape = DataShape(bundle.n_users, {"items": bundle.n_items})
-    return TrainingSetup(model, trainer, loader, prepare_info, prepare_time, execution, bundle.stats(), shape, evaluator)
+    return TrainingSetup(model, trainer, loader, prepare_info, prepare_time, execution, bundle.stats(), shape, evaluator, extras)
