@@ -7,7 +7,7 @@ from typing import Any
 from tpme.estimate.allocator import round_size, segment_size
 from tpme.estimate.estimator import StepEstimate, estimate_step
 from tpme.estimate.gpus import Gpu
-from tpme.estimate.predict import fits, runtime_overhead, step_time_s
+from tpme.estimate.predict import extras_times_s, fits, runtime_overhead, step_time_s
 from tpme.methods.registry import get_method
 from tpme.results.record import label
 from tpme.scenarios.base import DataShape, Scenario
@@ -33,6 +33,7 @@ def step_record(est: StepEstimate) -> dict[str, Any]:
         "batch": est.batch_shapes,
         "estimate_wall_s": round(est.wall_s, 2),
         "source": SOURCE,
+        **({"checkpoint_bytes": est.extras.checkpoint_bytes} if est.extras is not None and est.extras.checkpoint_bytes is not None else {}),
     }
 
 
@@ -52,6 +53,7 @@ def gpu_record(est: StepEstimate, gpu: Gpu, steps: int) -> dict[str, Any]:
     """The part that depends on the GPU: overhead, fit and predicted times."""
     overhead = runtime_overhead(est.memory.peak_bytes, gpu)
     step = step_time_s(est.cost, gpu, est.graph_eager_kernels if est.graphed else None)
+    parts = {"train": step * steps, **extras_times_s(est.extras, gpu)} if est.extras is not None else {}
     return {
         "gpu": gpu.key,
         "gpu_name": gpu.name,
@@ -63,7 +65,8 @@ def gpu_record(est: StepEstimate, gpu: Gpu, steps: int) -> dict[str, Any]:
         "fits": fits(est.memory.peak_bytes, gpu),
         "predicted_step_time_s": step,
         "steps_per_epoch": steps,
-        "predicted_epoch_time_s": step * steps,
+        "predicted_epoch_time_s": sum(parts.values()) if parts else step * steps,
+        **({"epoch_parts_s": parts} if parts else {}),
     }
 
 

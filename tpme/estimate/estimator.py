@@ -8,7 +8,9 @@ warm-up steps do that) by one optimizer step on zero gradients, much cheaper tha
 warm-up step. The step then runs under the memory tracker and the cost counter together
 (neither allocates nor times anything, so they do not disturb each other). A scenario whose
 step runs under DistributedDataParallel (`Scenario.data_parallel`) adds DDP's gradient
-buckets, a persistent second copy of the trainable gradients (ddp.py).
+buckets, a persistent second copy of the trainable gradients (ddp.py). Where the
+scenario's protocol does more per epoch (official: validation, test, checkpoint), its
+forward-only passes run afterwards on the same fake model (extras.py).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from tpme.estimate.allocator import replay
 from tpme.estimate.attention import gpu_attention
 from tpme.estimate.cost import CostCounter, StepCost
 from tpme.estimate.ddp import fake_buckets
+from tpme.estimate.extras import ExtrasEstimate, estimate_extras
 from tpme.estimate.fake_model import fake_batch, fakify
 from tpme.estimate.memory import MemoryEstimate, TrainableMemTracker, peak_breakdown
 from tpme.estimate.shadow import KnownValues
@@ -51,6 +54,7 @@ class StepEstimate:
     graphed: bool  # the harness would replay forward and backward from CUDA graphs (target cuda)
     graph_eager_kernels: int  # kernels a graphed step still launches eagerly besides the optimizer's
     gradient_bucket_bytes: int = 0  # DDP's buckets (counted in the breakdown's gradients); 0 without DDP
+    extras: ExtrasEstimate | None = None  # the epoch's work besides training, where the protocol has some
 
 
 def prime_optimizer(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> None:
@@ -103,6 +107,8 @@ def estimate_step(scenario: Scenario, cfg: Any, method: Method, data: DataShape,
         on_device = fb.to(CPU)  # as Trainer.to_device: the normalised batch the step holds until it ends
         train_step(model, on_device, optimizer, scaler, CPU, precision, scenario.grad_clip(cfg), on_phase=on_phase)
     reserved = replay(tracker.events[:before], tracker.events[before:])
+    plan = scenario.epoch_extras_plan(cfg, method, data, assembly)
+    extras = estimate_extras(plan, model, optimizer, mode, known, target) if plan is not None else None
     return StepEstimate(
         memory=peak_breakdown(tracker),
         reserved_bytes=reserved.peak_reserved,
@@ -114,4 +120,5 @@ def estimate_step(scenario: Scenario, cfg: Any, method: Method, data: DataShape,
         graphed=target == "cuda" and would_capture(cfg.train.cuda_graphs, cfg.train.compile, method, assembly.part),
         graph_eager_kernels=len(named),  # one host-to-device copy per batch tensor; .grad takes the graph's gradient buffers as they are
         gradient_bucket_bytes=sum(b.numel() * b.element_size() for b in buckets),
+        extras=extras,
     )

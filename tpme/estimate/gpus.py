@@ -59,6 +59,13 @@ class Calibration:
 
 DEFAULT_SOURCE = "defaults (educated guesses, not fitted to measurements)"
 
+# The host's sustained disk write bandwidth that a per-epoch checkpoint (the official protocol's
+# `save_model`: model and optimizer state written with torch.save) is timed at, in bytes/s.
+# An ASSUMPTION, not measured on the paper's machine (nor on any named GPU's host): a local
+# NVMe SSD sustains about 1-3 GB/s of large sequential writes, a SATA SSD about 0.5, so 1 GB/s
+# is a middle figure. It belongs to the host, not the GPU, so it is not part of Calibration.
+CHECKPOINT_WRITE_BYTES_S = 1.0e9
+
 
 @dataclass(frozen=True)
 class Gpu:

@@ -137,6 +137,9 @@ MEMORY_COLUMNS = (  # header, bytes of an estimate row
 )
 
 
+PART_HEADERS = {"validation": "valid", "checkpoint": "ckpt"}  # epoch parts' column names
+
+
 def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool | None = None) -> str:
     """One unit per memory column (the largest that column reaches), numbers right-aligned."""
     from tpme.reports.format import byte_unit, fmt_seconds
@@ -146,8 +149,9 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool
     ok = [r for r in rows if r["status"] == "ok"]
     gib = 2**30
     units = [byte_unit(get(r) for r in ok) for _, get in MEMORY_COLUMNS]
+    parts = list(dict.fromkeys(p for r in ok for p in r.get("epoch_parts_s", {})))
     headers = ["method", "precision", "gpu", "fits", "needs (GiB)", "has (GiB)", "reserved (GiB)", *(u.header(h) for (h, _), u in zip(MEMORY_COLUMNS, units)),
-               "TFLOP/step", "step (s)", "epoch (s)"]
+               "TFLOP/step", "step (s)", "epoch (s)", *(f"{PART_HEADERS.get(p, p)} (s)" for p in parts)]
     table = TextTable(headers, [], set(range(4, len(headers))))
     for r in rows:
         if r["status"] != "ok":
@@ -159,12 +163,19 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool
             f"{r['predicted_reserved_bytes'] / gib:.2f}" if "predicted_reserved_bytes" in r else "-",
             *(u.cell(get(r)) for (_, get), u in zip(MEMORY_COLUMNS, units)),
             f"{r['flops_per_step'] / 1e12:.3g}", fmt_seconds(r["predicted_step_time_s"]), fmt_seconds(r["predicted_epoch_time_s"]),
+            *(fmt_seconds(r["epoch_parts_s"][p]) if p in r.get("epoch_parts_s", {}) else "-" for p in parts),
         ])
     if ok:
         steps = ok[0]["steps_per_epoch"]
         table.notes.append(f"Estimates, not measurements. needs = tensor peak + overhead; memory columns: live at the peak (params include buffers); "
                            f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation; "
                            f"reserved: torch.cuda.max_memory_reserved() predicted by replaying the caching allocator (no CUDA context). Epoch = {steps} steps ({n_samples} {noun} / batch {ok[0]['batch_size']}), data loading excluded.")
+        if parts:
+            from tpme.estimate.gpus import CHECKPOINT_WRITE_BYTES_S
+
+            table.notes.append(f"Where a part is shown, epoch = {' + '.join(PART_HEADERS.get(p, p) for p in parts)} (train: the steps above), as the official code's epoch "
+                               f"time (the paper's) counts it: valid/test embed every item and score every user (forward only); ckpt writes the model's and the "
+                               f"optimizer's state at an assumed {CHECKPOINT_WRITE_BYTES_S / 1e9:g} GB/s (none for cached IISAN: the official Code_Cached saves no per-epoch checkpoint).")
         graphed = sorted({r["method"] for r in ok if r["cuda_graphs"]})
         if graphed:
             table.notes.append(f"Timed as replayed from CUDA graphs (as `tpme run` captures them; --cuda-graphs off for eager): {', '.join(graphed)}.")

@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,14 @@ class OfficialEpochExtras:
         return result, time.perf_counter() - t0
 
 
+@dataclass
+class UserScoring:
+    """One batch of users scored against every item (the estimate's input of a scoring piece)."""
+
+    item_embeddings: torch.Tensor  # [n_items + 1, e]
+    histories: torch.Tensor  # [users, L]
+
+
 def plan(cfg: RunConfig, method: Method, data: DataShape, image_size: int, needs: frozenset[str]) -> EpochExtrasPlan:
     """The estimate's model of the same parts: per part one batch of items through the tower and
     one batch of users scored, repeated as many times as the data needs."""
@@ -105,7 +114,7 @@ def plan(cfg: RunConfig, method: Method, data: DataShape, image_size: int, needs
     pieces: list[ForwardPiece] = []
     for part, size in batches(cfg).items():
         pieces.append(ForwardPiece(part, _items(cfg, size, image_size, needs), _embedder(cfg.train.precision), n_items / size))
-        users = (torch.empty(n_items + 1, cfg.train.embed_dim, device="meta"), torch.ones(size, cfg.data.max_seq_len, dtype=torch.long))
+        users = UserScoring(torch.empty(n_items + 1, cfg.train.embed_dim, device="meta"), torch.ones(size, cfg.data.max_seq_len, dtype=torch.long))
         pieces.append(ForwardPiece(part, users, _scorer(cfg.train.precision), n_users / size))
     return EpochExtrasPlan(tuple(pieces), writes_checkpoint(method))
 
@@ -130,9 +139,8 @@ def _embedder(precision: str) -> Callable[[nn.Module, ItemBatch], torch.Tensor]:
     return embed
 
 
-def _scorer(precision: str) -> Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-    def score(model: nn.Module, users: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        emb, hist = users
-        return score_users(model, emb, hist, lambda: autocast(emb.device, precision))
+def _scorer(precision: str) -> Callable[[nn.Module, UserScoring], torch.Tensor]:
+    def score(model: nn.Module, users: UserScoring) -> torch.Tensor:
+        return score_users(model, users.item_embeddings, users.histories, lambda: autocast(users.histories.device, precision))
 
     return score
