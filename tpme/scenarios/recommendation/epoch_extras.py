@@ -56,18 +56,14 @@ def writes_checkpoint(method: Method) -> bool:
 def save_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> int:
     """Write what `save_model` writes to a new file in `folder`, flushed to disk, then remove it;
     returns the file's size in bytes."""
-    fd, name = tempfile.mkstemp(prefix=CHECKPOINT_PREFIX, suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            state = {"model_state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "rng_state": torch.get_rng_state()}
-            if torch.cuda.is_initialized():
-                state["cuda_rng_state"] = torch.cuda.get_rng_state()
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-            return os.fstat(f.fileno()).st_size
-    finally:
-        os.remove(name)
+    with tempfile.NamedTemporaryFile(prefix=CHECKPOINT_PREFIX, suffix=".pt", dir=folder) as f:  # removed on leaving
+        state = {"model_state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "rng_state": torch.get_rng_state()}
+        if torch.cuda.is_initialized():
+            state["cuda_rng_state"] = torch.cuda.get_rng_state()
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+        return os.fstat(f.fileno()).st_size
 
 
 class OfficialEpochExtras:
