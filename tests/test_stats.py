@@ -98,6 +98,8 @@ def test_epoch_draws_resample_repeats_and_steps() -> None:
     assert set(np.round(spread, 6)) == {10.0, 12.0, 14.0}
     steps_only = epoch_time_draws([Repeat(8.0, [0.9, 1.0, 1.1])], 500, rng_for(0))
     assert steps_only.min() == pytest.approx(7.2) and steps_only.max() == pytest.approx(8.8)
+    with_parts = epoch_time_draws([Repeat(10.0, [0.9, 1.0, 1.1], fixed_s=2.0)], 500, rng_for(0))  # 2 s timed once (official epoch)
+    assert with_parts.min() == pytest.approx(2.0 + 7.2) and with_parts.max() == pytest.approx(2.0 + 8.8)
     assert ratio_interval([Repeat(10.0)], [Repeat(15.0)]).as_list() == pytest.approx([1.5, 1.5])  # no spread: the exact ratio
 
 

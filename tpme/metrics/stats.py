@@ -89,13 +89,14 @@ class Repeat:
 
     epoch_time_s: float
     step_times_s: Sequence[float] = ()
+    fixed_s: float = 0.0  # the part of the epoch time timed once, not from the steps (the official epoch's validation, test, checkpoint)
 
 
 def epoch_time_draws(repeats: Sequence[Repeat], n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """Bootstrap draws of a label's epoch time (the median over its repeats), resampling the
     repeats and, within each, its steps: a repeat's epoch time moves with the median of its
-    resampled steps (epoch time x resampled median / median). A repeat without step times
-    stays fixed; one without any spread gives a constant."""
+    resampled steps (its step-derived part x resampled median / median, plus its `fixed_s`).
+    A repeat without step times stays fixed; one without any spread gives a constant."""
     if not repeats:
         raise ValueError("no repeats to bootstrap")
     per_repeat = []
@@ -103,7 +104,7 @@ def epoch_time_draws(repeats: Sequence[Repeat], n_boot: int, rng: np.random.Gene
         steps = np.asarray(r.step_times_s, dtype=float)
         med = float(np.median(steps)) if steps.size else 0.0
         if steps.size and med > 0:
-            per_repeat.append(r.epoch_time_s * bootstrap_medians(steps, n_boot, rng) / med)
+            per_repeat.append((r.epoch_time_s - r.fixed_s) * bootstrap_medians(steps, n_boot, rng) / med + r.fixed_s)
         else:
             per_repeat.append(np.full(n_boot, float(r.epoch_time_s)))
     draws = np.stack(per_repeat, axis=1)  # (n_boot, repeats)

@@ -183,7 +183,7 @@ def common_scale_tpme(baseline: list[Record], candidate: list[Record], labels: s
 
 
 def _repeats(records: list[Record], label: str) -> list[Repeat]:
-    return [Repeat(r.epoch_time_s, r.timing.step_times_s) for r in records if r.label == label and r.ok and r.epoch_time_s is not None]
+    return [Repeat(r.epoch_time_s, r.timing.step_times_s, r.timing.timed_once_s) for r in records if r.label == label and r.ok and r.epoch_time_s is not None]
 
 
 def tpme_difference_intervals(baseline: list[Record], candidate: list[Record], labels: list[str], weights: Weights) -> dict[str, Interval]:

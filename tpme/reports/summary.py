@@ -197,7 +197,7 @@ def _add_spread(rows: list[Row], records: list[Record], weights: Weights) -> Non
     """Each scored row's epoch-time, TPME and rank intervals, and its ties (see tpme.metrics.stats)."""
     groups = by_label(records)
     data = [
-        LabelData(r.label, [Repeat(x.epoch_time_s, x.timing.step_times_s) for x in groups[r.label] if x.ok], r.trainable_params, r.peak_memory_bytes)
+        LabelData(r.label, [Repeat(x.epoch_time_s, x.timing.step_times_s, x.timing.timed_once_s) for x in groups[r.label] if x.ok], r.trainable_params, r.peak_memory_bytes)
         for r in rows if r.tpme is not None
     ]
     spread: dict[str, LabelSpread] = table_spread(data, weights)

@@ -126,6 +126,11 @@ class Timing:
     epoch_parts_s: dict[str, float] = field(default_factory=dict)
     checkpoint_bytes: int | None = None  # the size of the checkpoint file the `checkpoint` part wrote
 
+    @property
+    def timed_once_s(self) -> float:
+        """The epoch parts timed once rather than derived from the steps (all but `train`)."""
+        return sum(v for k, v in self.epoch_parts_s.items() if k != "train")
+
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(dataclasses.asdict(self))
 
