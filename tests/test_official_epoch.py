@@ -16,6 +16,7 @@ from tpme.estimate.gpus import CHECKPOINT_WRITE_BYTES_S, resolve_gpus
 from tpme.results.record import Record
 from tpme.scenarios import get_scenario
 from tpme.scenarios.recommendation.config import preset
+from tpme.scenarios.recommendation.epoch_extras import CHECKPOINT_PREFIX
 
 REC = get_scenario("recommendation")
 PARTS = {"train", "validation", "test", "checkpoint"}
@@ -28,14 +29,16 @@ def spec(method: str, proto: str, bundle: Path, cache: Path, **changes) -> CellS
 
 @pytest.fixture
 def saved(monkeypatch):
-    """Every torch.save call: (the file's path, whether it existed when written, what was saved)."""
+    """Every checkpoint torch.save wrote: (the file's path, its size when written, what was saved)."""
     calls = []
     real = torch.save
 
     def save(obj, f, *args, **kwargs):
         real(obj, f, *args, **kwargs)
-        f.flush()
-        calls.append((Path(f.name), os.path.getsize(f.name), obj))
+        name = getattr(f, "name", None)
+        if isinstance(name, str) and Path(name).name.startswith(CHECKPOINT_PREFIX):
+            f.flush()
+            calls.append((Path(name), os.path.getsize(name), obj))
 
     monkeypatch.setattr(torch, "save", save)
     return calls

@@ -90,7 +90,7 @@ class Recommendation(Scenario):
         """Under the official protocol an epoch also validates, tests and saves a checkpoint (epoch_extras.py)."""
         if not protocol.is_official(cfg):
             return None
-        return epoch_extras.plan(cfg, method, shape, assembly.extras["image_size"], assembly.part.needs)
+        return epoch_extras.plan(cfg, method, shape, assembly.extras["image_size"], assembly.part.needs, assembly.part.state_shapes())
 
     def prepare_method(self, cfg: RunConfig, method: Method, device: torch.device, cache_dir: str, progress: bool) -> dict[str, Any]:
         """A method's one-off `prepare` alone (what `tpme cache build` runs), seeded and built as a

@@ -53,13 +53,20 @@ def synthetic_batch(cfg: RunConfig, image_size: int, needs: frozenset[str], stat
     if not protocol.is_official(cfg):
         own = torch.zeros(b, c, dtype=torch.bool)
         own[torch.arange(b).repeat_interleave(seq), index.flatten()] = True
-    items = ItemBatch(torch.arange(1, c + 1))
+    items = synthetic_items(cfg, c, image_size, needs, state_shapes)
+    return TrainBatch(seq_index=index, own=own, log_pop=torch.full((c,), -float(c)), items=items)
+
+
+def synthetic_items(cfg: RunConfig, n: int, image_size: int, needs: frozenset[str], state_shapes: dict[str, tuple[int, int]] | None = None) -> ItemBatch:
+    """The features of n items as a tower reads them: titles of full length (real, small),
+    pixels and precomputed states on the meta device."""
+    items = ItemBatch(torch.arange(1, n + 1))
     if TEXT in needs:
-        items.input_ids = torch.ones(c, cfg.data.text_len, dtype=torch.long)
-        items.attention_mask = torch.ones(c, cfg.data.text_len, dtype=torch.long)
+        items.input_ids = torch.ones(n, cfg.data.text_len, dtype=torch.long)
+        items.attention_mask = torch.ones(n, cfg.data.text_len, dtype=torch.long)
     if IMAGE in needs:
-        items.pixels = torch.empty(c, 3, image_size, image_size, dtype=torch.uint8, device="meta")
+        items.pixels = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8, device="meta")
     if STATES in needs:
         shapes = state_shapes or {}
-        items.text_states, items.image_states = (torch.empty(c, *shapes[m], dtype=torch.float32, device="meta") for m in (TEXT, IMAGE))
-    return TrainBatch(seq_index=index, own=own, log_pop=torch.full((c,), -float(c)), items=items)
+        items.text_states, items.image_states = (torch.empty(n, *shapes[m], dtype=torch.float32, device="meta") for m in (TEXT, IMAGE))
+    return items

@@ -29,11 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from tpme.datasets.batching import IMAGE, TEXT, ItemBatch
+from tpme.datasets.batching import ItemBatch
 from tpme.device import autocast, synchronize
 from tpme.methods.registry import Method
 from tpme.scenarios.base import DataShape, EpochExtrasPlan, ExtrasTimes, ForwardPiece
 from tpme.scenarios.recommendation.config import RunConfig
+from tpme.scenarios.recommendation.data import synthetic_items
 from tpme.scenarios.recommendation.evaluate import Evaluator, score_users
 
 VALID_BATCH = 256  # run.py: run_eval(..., 256, ...) embeds items and scores users 256 at a time
@@ -103,26 +104,16 @@ class UserScoring:
     histories: torch.Tensor  # [users, L]
 
 
-def plan(cfg: RunConfig, method: Method, data: DataShape, image_size: int, needs: frozenset[str]) -> EpochExtrasPlan:
+def plan(cfg: RunConfig, method: Method, data: DataShape, image_size: int, needs: frozenset[str], state_shapes: dict[str, tuple[int, int]]) -> EpochExtrasPlan:
     """The estimate's model of the same parts: per part one batch of items through the tower and
     one batch of users scored, repeated as many times as the data needs."""
     n_items, n_users = data.sizes["items"], data.samples
     pieces: list[ForwardPiece] = []
     for part, size in batches(cfg).items():
-        pieces.append(ForwardPiece(part, _items(cfg, size, image_size, needs), _embedder(cfg.train.precision), n_items / size))
+        pieces.append(ForwardPiece(part, synthetic_items(cfg, size, image_size, needs, state_shapes), _embedder(cfg.train.precision), n_items / size))
         users = UserScoring(torch.empty(n_items + 1, cfg.train.embed_dim, device="meta"), torch.ones(size, cfg.data.max_seq_len, dtype=torch.long))
         pieces.append(ForwardPiece(part, users, _scorer(cfg.train.precision), n_users / size))
     return EpochExtrasPlan(tuple(pieces), writes_checkpoint(method))
-
-
-def _items(cfg: RunConfig, n: int, image_size: int, needs: frozenset[str]) -> ItemBatch:
-    items = ItemBatch(torch.arange(1, n + 1))
-    if TEXT in needs:
-        items.input_ids = torch.ones(n, cfg.data.text_len, dtype=torch.long)
-        items.attention_mask = torch.ones(n, cfg.data.text_len, dtype=torch.long)
-    if IMAGE in needs:
-        items.pixels = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8, device="meta")
-    return items
 
 
 def _embedder(precision: str) -> Callable[[nn.Module, ItemBatch], torch.Tensor]:
