@@ -7,6 +7,7 @@ from typing import Any
 from tpme.estimate.allocator import round_size, segment_size
 from tpme.estimate.estimator import StepEstimate, estimate_step
 from tpme.estimate.gpus import Gpu
+from tpme.estimate.prepare import PrepareEstimate, estimate_prepare
 from tpme.estimate.predict import extras_times_s, fits, runtime_overhead, step_time_s
 from tpme.methods.registry import get_method
 from tpme.results.record import label
@@ -70,16 +71,28 @@ def gpu_record(est: StepEstimate, gpu: Gpu, steps: int) -> dict[str, Any]:
     }
 
 
+def prepare_record(prep: PrepareEstimate) -> dict[str, Any]:
+    return {"peak_memory_bytes": prep.memory.peak_bytes, "breakdown": prep.memory.breakdown, "pass": prep.description}
+
+
+def prepare_gpu_record(prep: PrepareEstimate, gpu: Gpu) -> dict[str, Any]:
+    """The preparation pass on one GPU: its own process's needs (tensor peak + overhead)."""
+    total = prep.memory.peak_bytes + runtime_overhead(prep.memory.peak_bytes, gpu).total
+    return {"prepare_total_memory_bytes": total, "prepare_fits": fits(prep.memory.peak_bytes, gpu)}
+
+
 def estimate_records(scenario: Scenario, cfg: Any, method: str, options: dict[str, str], gpus: list[Gpu], data: DataShape) -> list[dict[str, Any]]:
-    """One record per GPU for one method at `cfg` (the step is estimated once)."""
+    """One record per GPU for one method at `cfg` (the step, and a one-off preparation pass
+    where the method has one, estimated once)."""
     m = get_method(method, options)
     scenario.check_method(m)
     cfg = scenario.config_for_method(cfg, method)
     est = estimate_step(scenario, cfg, m, data, target="cuda")
+    prep = estimate_prepare(scenario, cfg, m, data, target="cuda")
     base = {"method": method, "label": m.label or label(method, options), "method_options": options, "scenario": scenario.name, "preset": cfg.preset, scenario.model_option: getattr(cfg, scenario.model_option),
-            "precision": cfg.train.precision, "batch_size": cfg.train.batch_size, **step_record(est)}
+            "precision": cfg.train.precision, "batch_size": cfg.train.batch_size, **step_record(est), **({"prepare": prepare_record(prep)} if prep else {})}
     steps = data.steps_per_epoch(cfg.train.batch_size)
-    return [{**base, **gpu_record(est, gpu, steps)} for gpu in gpus]
+    return [{**base, **gpu_record(est, gpu, steps), **(prepare_gpu_record(prep, gpu) if prep else {})} for gpu in gpus]
 
 
 def estimate_for_cell(scenario: Scenario, cfg: Any, method: str, options: dict[str, str], data: DataShape, batch: Any, device_type: str, device_name: str) -> dict[str, Any]:

@@ -150,7 +150,8 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool
     gib = 2**30
     units = [byte_unit(get(r) for r in ok) for _, get in MEMORY_COLUMNS]
     parts = list(dict.fromkeys(p for r in ok for p in r.get("epoch_parts_s", {})))
-    headers = ["method", "precision", "gpu", "fits", "needs (GiB)", "has (GiB)", "reserved (GiB)", *(u.header(h) for (h, _), u in zip(MEMORY_COLUMNS, units)),
+    prepared = any("prepare_total_memory_bytes" in r for r in ok)
+    headers = ["method", "precision", "gpu", "fits", "needs (GiB)", *(["prepare needs (GiB)"] if prepared else []), "has (GiB)", "reserved (GiB)", *(u.header(h) for (h, _), u in zip(MEMORY_COLUMNS, units)),
                "TFLOP/step", "step (s)", "epoch (s)", *(f"{PART_HEADERS.get(p, p)} (s)" for p in parts)]
     table = TextTable(headers, [], set(range(4, len(headers))))
     for r in rows:
@@ -159,17 +160,21 @@ def render(rows: list[dict], n_samples: int, noun: str = "samples", colour: bool
             table.rows.append([r.get("label", r["method"]), r["precision"], "-", "error: " + r["error"][:60]] + ["-"] * (len(headers) - 4))
             continue
         table.rows.append([
-            r.get("label", r["method"]), r["precision"], r["gpu"], "yes" if r["fits"] else "NO", f"{r['total_memory_bytes'] / gib:.2f}", f"{r['gpu_memory_bytes'] / gib:.2f}",
+            r.get("label", r["method"]), r["precision"], r["gpu"], "yes" if r["fits"] else "NO", f"{r['total_memory_bytes'] / gib:.2f}",
+            *([f"{r['prepare_total_memory_bytes'] / gib:.2f}" if "prepare_total_memory_bytes" in r else "-"] if prepared else []), f"{r['gpu_memory_bytes'] / gib:.2f}",
             f"{r['predicted_reserved_bytes'] / gib:.2f}" if "predicted_reserved_bytes" in r else "-",
             *(u.cell(get(r)) for (_, get), u in zip(MEMORY_COLUMNS, units)),
             f"{r['flops_per_step'] / 1e12:.3g}", fmt_seconds(r["predicted_step_time_s"]), fmt_seconds(r["predicted_epoch_time_s"]),
             *(fmt_seconds(r["epoch_parts_s"][p]) if p in r.get("epoch_parts_s", {}) else "-" for p in parts),
         ])
     if ok:
-        steps = ok[0]["steps_per_epoch"]
+        epochs = ", ".join(f"batch {b}: {n} steps" for b, n in dict.fromkeys((r["batch_size"], r["steps_per_epoch"]) for r in ok))
         table.notes.append(f"Estimates, not measurements. needs = tensor peak + overhead; memory columns: live at the peak (params include buffers); "
                            f"overhead: CUDA context + cuBLAS workspace + allocator fragmentation; "
-                           f"reserved: torch.cuda.max_memory_reserved() predicted by replaying the caching allocator (no CUDA context). Epoch = {steps} steps ({n_samples} {noun} / batch {ok[0]['batch_size']}), data loading excluded.")
+                           f"reserved: torch.cuda.max_memory_reserved() predicted by replaying the caching allocator (no CUDA context). Epoch = {n_samples} {noun} / batch ({epochs}), data loading excluded.")
+        if prepared:
+            passes = "; ".join(f"{r.get('label', r['method'])}: {r['prepare']['pass']}" for r in dict((r["method"], r) for r in ok if "prepare" in r).values())
+            table.notes.append(f"prepare needs: the one-off preparation pass before training (its peak + overhead), which can need more than training: {passes}.")
         if parts:
             from tpme.estimate.gpus import CHECKPOINT_WRITE_BYTES_S
 
