@@ -48,10 +48,10 @@ def _as_built(batch: TrainBatch) -> TrainBatch:
 def in_workers(loader: KeyedLoader, keys: Iterable[tuple[int, int]], workers: int) -> Iterator[TrainBatch]:
     """The batches of `keys` ((epoch, k) pairs, possibly endless), built by `workers` processes
     forked now, in the calling thread; they end when the iterator is exhausted or closed."""
-    data = DataLoader(_Batches(loader), batch_size=None, sampler=keys, num_workers=workers, collate_fn=_as_built,
-                      prefetch_factor=PREFETCH_FACTOR, multiprocessing_context=START_METHOD)
     with warnings.catch_warnings():  # more workers than cores is the official setting, asked for; the record names the count
         warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        data = DataLoader(_Batches(loader), batch_size=None, sampler=keys, num_workers=workers, collate_fn=_as_built,
+                          prefetch_factor=PREFETCH_FACTOR, multiprocessing_context=START_METHOD)
         return _drain(iter(data))
 
 
