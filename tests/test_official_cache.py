@@ -87,7 +87,8 @@ def test_a_second_prepare_is_a_hit(bundle, tmp_path, loads):
 
 
 def test_training_batches_load_two_files_per_real_slot(bundle, tmp_path, loads):
-    setup = build_training(cfg(), get_method("iisan-cached"), bundle, CPU, str(tmp_path))
+    # loads are counted in this process: batches built here (workers build the same ones, test_loader_workers.py)
+    setup = build_training(cfg(loader_workers=0), get_method("iisan-cached"), bundle, CPU, str(tmp_path))
     assert setup.execution["cuda_graphs"]["used"] is False
     before = loads.calls
     batch = next(setup.loader.epoch(0))

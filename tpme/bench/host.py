@@ -8,6 +8,7 @@ previous cell of the same run, so it would flag every second cell of a sequentia
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import platform
 import time
@@ -95,10 +96,22 @@ def cuda_uuid(index: int) -> str | None:
     return text if text.startswith("GPU-") else f"GPU-{text}"
 
 
+def _workers() -> list[psutil.Process]:
+    """This process's live multiprocessing children: a cell starts none but its batch-building
+    workers (tpme.datasets.workers); subprocesses (a test's load generators) are not among them."""
+    out = []
+    for child in multiprocessing.active_children():
+        try:
+            out.append(psutil.Process(child.pid))
+        except (psutil.Error, TypeError):  # ended meanwhile, or not started
+            continue
+    return out
+
+
 def own_pids() -> set[int]:
-    """This process: a cell runs in one process (its helpers are threads), so anything else,
-    a child this process started included, is other work competing with it."""
-    return {os.getpid()}
+    """This process and its batch-building worker processes (its other helpers are threads):
+    anything else, a subprocess this process started included, is other work competing with it."""
+    return {os.getpid(), *(w.pid for w in _workers())}
 
 
 @dataclass
@@ -136,8 +149,17 @@ def _busy_seconds() -> tuple[float, float]:
 
 
 def _own_seconds() -> float:
+    """CPU seconds of this process and its worker processes: live ones read directly, ended
+    ones (a finished epoch's loader workers, joined) from the kernel's totals of reaped children."""
     t = psutil.Process().cpu_times()
-    return t.user + t.system
+    live = 0.0
+    for worker in _workers():
+        try:
+            c = worker.cpu_times()
+        except psutil.Error:  # ended meanwhile: in the children totals once joined
+            continue
+        live += c.user + c.system
+    return t.user + t.system + t.children_user + t.children_system + live
 
 
 def _process_seconds(exclude: set[int]) -> dict[int, tuple[str, float]]:

@@ -139,8 +139,18 @@ class TrainLoader:
     def __len__(self) -> int:
         return -(-len(self.samples) // self.batch_size)
 
+    def order(self, epoch: int) -> np.ndarray:
+        """The users of an epoch in their shuffled order: a function of the seed and epoch only,
+        so a worker process computes the same order."""
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
+
+    def batch(self, epoch: int, k: int) -> TrainBatch:
+        """Batch k of an epoch, as `epoch(epoch)` yields it k-th."""
+        users = self.order(epoch)[k * self.batch_size : (k + 1) * self.batch_size]
+        return self.collate(self.samples[users])
+
     def epoch(self, epoch: int) -> Iterator[TrainBatch]:
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
+        order = self.order(epoch)
         for start in range(0, len(order), self.batch_size):
             yield self.collate(self.samples[order[start : start + self.batch_size]])
 

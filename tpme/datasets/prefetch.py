@@ -3,7 +3,8 @@
 A daemon thread collates the next `depth` batches (image synthesis or decoding, token
 gathering, unique-item bookkeeping) while the device computes; on CUDA the batches are
 pinned so the host-to-device copy is asynchronous. Errors in the thread surface in the
-consumer at the batch where they happened.
+consumer at the batch where they happened. A source that can be closed (a generator over
+worker processes) is closed when the thread stops.
 """
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ class Prefetcher:
         except BaseException as exc:  # handed to the consumer
             self._put(exc)
             return
+        finally:  # a source with resources (worker processes) releases them here, not at garbage collection
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
         self._put(_END)
 
     def __iter__(self) -> "Prefetcher":

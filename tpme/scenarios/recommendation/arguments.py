@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-DESTS = ("dataset", "items", "users", "images", "missing_images", "max_users", "backbone", "protocol")
+DESTS = ("dataset", "items", "users", "images", "missing_images", "max_users", "backbone", "protocol", "loader_workers")
 
 
 def add_arguments(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser, data: bool = True) -> None:
     g.add_argument("--images", metavar="PATH", help="an LMDB image store or a folder of <item_id>.jpg|.png (default: found in the dataset directory)")
     g.add_argument("--missing-images", choices=["error", "blank", "synthetic"], help="items without an image: fail (default), a grey image, or one derived from the item id")
     g.add_argument("--max-users", type=int, help="train and evaluate on a seeded random subset of this many users")
+    g.add_argument("--loader-workers", type=int, metavar="N", help="official protocol: worker processes that build the training batches, as the official "
+                   "DataLoader's --num_workers (default 4; 0: in the main process, one prefetch thread)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -30,7 +32,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = {
         "backbone": getattr(args, "backbone", None), "protocol": getattr(args, "protocol", None), "dataset": getattr(args, "dataset", None), "items_file": getattr(args, "items", None),
         "users_file": getattr(args, "users", None), "images": getattr(args, "images", None), "missing_images": getattr(args, "missing_images", None),
-        "max_users": getattr(args, "max_users", None),
+        "max_users": getattr(args, "max_users", None), "loader_workers": getattr(args, "loader_workers", None),
     }
     if (out["items_file"] or out["users_file"]) and not out["dataset"]:
         out["dataset"] = str(Path(out["items_file"] or out["users_file"]).parent)

@@ -16,6 +16,7 @@ PROTOCOLS = ("tpme", "official")
 class RecTrainConfig(TrainConfig):
     embed_dim: int = 64  # e: item and user embedding width
     iisan_batch_size: int | None = None  # official protocol: IISAN's own batch (the official scripts use 64); None: batch_size
+    loader_workers: int | None = None  # processes building training batches (official protocol only); None: 4 under official, 0 under tpme
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,20 @@ class RunConfig(ScenarioConfig):
             raise TpmeError(f"unknown protocol {self.protocol!r}", f"use one of {', '.join(PROTOCOLS)}")
         if self.train.iisan_batch_size is not None and self.train.iisan_batch_size < 1:
             raise TpmeError("iisan_batch_size must be at least 1")
+        self._validate_loader_workers()
         self.data.validate()
         BackboneSpec.parse(self.backbone)
+
+    def _validate_loader_workers(self) -> None:
+        workers = self.train.loader_workers
+        if workers is None:
+            return
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise TpmeError(f"loader_workers must be a whole number of processes, 0 or more, got {workers!r}",
+                            "give --loader-workers 0 (batches built in the main process) or a positive count such as 4 (the official code's)")
+        if workers > 0 and self.protocol != "official":
+            raise TpmeError(f"loader_workers {workers} needs the official protocol: tpme's protocol prepares batches in one background thread",
+                            "add --protocol official, or drop --loader-workers (or give 0)")
 
 
 PRESETS: dict[str, RunConfig] = {

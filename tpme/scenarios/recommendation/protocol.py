@@ -7,6 +7,8 @@ produced by the official code, which differs in the work it does and in its sett
 
 - workload: all B x (L+1) item slots of a batch go through the item tower, padding slots
   and repeated items included (`OfficialLoader`); padding slots are never candidates;
+- loader: batches built by 4 worker processes (`loader_workers`), as the official
+  DataLoader's `--num_workers 4`;
 - batch: IISAN 64, the other methods 32 (`config_for_method`, from `iisan_batch_size`);
 - Adam without weight decay at per-group rates (`param_groups`, the official run.py's
   grouping by parameter name);
@@ -22,6 +24,8 @@ produced by the official code, which differs in the work it does and in its sett
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -29,6 +33,7 @@ import torch
 from torch import nn
 
 from tpme.datasets.batching import ItemBatch, TrainBatch, TrainLoader
+from tpme.datasets.workers import in_workers
 from tpme.models.backbones import Backbones
 
 OFFICIAL = "official"
@@ -42,10 +47,20 @@ TEXT_LR = 5e-5  # fine_tune_lr_text: trainable BERT weights, LoRA/BitFit text bi
 IMAGE_LR = 1e-4  # fine_tune_lr_image: trainable ViT weights, IISAN's image head and image gates
 ADAPTER_LR = 4e-4  # adapter_cv_lr / adapter_bert_lr of the Adapter and LoRA scripts
 SAN_LR = 1e-4  # the IISAN script's adapter_cv_lr / adapter_bert_lr
+LOADER_WORKERS = 4  # the official parameters.py's --num_workers
 
 
 def is_official(cfg: Any) -> bool:
     return getattr(cfg, "protocol", TPME) == OFFICIAL
+
+
+def loader_workers(cfg: Any) -> int:
+    """Processes that build training batches: the config's `loader_workers`, else the
+    official code's 4 under the official protocol and none (one prefetch thread) under tpme's."""
+    given = cfg.train.loader_workers
+    if given is not None:
+        return given
+    return LOADER_WORKERS if is_official(cfg) else 0
 
 
 def config_for_method(cfg: Any, method: str) -> Any:
@@ -169,7 +184,24 @@ class OfficialLoader(TrainLoader):
     Slot b*(L+1)+j holds user b's j-th item; padding slots are marked not `real`, so the loss
     never offers them. No own-sequence mask travels: the official loss builds it on the device
     from the slots' item ids (`OfficialRecommender`).
+
+    `workers` > 0: `epoch` and `forever` build their batches in that many worker processes
+    (tpme.datasets.workers), the same batches in the same order as with none.
     """
+
+    def __init__(self, *args: Any, workers: int = 0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.workers = workers
+
+    def epoch(self, epoch: int) -> Iterator[TrainBatch]:
+        if not self.workers:
+            return super().epoch(epoch)
+        return in_workers(self, ((epoch, k) for k in range(len(self))), self.workers)
+
+    def forever(self) -> Iterator[TrainBatch]:
+        if not self.workers:
+            return super().forever()
+        return in_workers(self, ((epoch, k) for epoch in itertools.count() for k in range(len(self))), self.workers)
 
     def collate(self, seqs: np.ndarray) -> TrainBatch:
         b, length = seqs.shape

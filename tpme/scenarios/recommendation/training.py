@@ -11,6 +11,7 @@ import torch
 
 from tpme.datasets.batching import IMAGE, TEXT, ItemFeatures, TrainLoader
 from tpme.datasets.bundle import DataBundle
+from tpme.datasets.workers import describe as describe_loader
 from tpme.device import grad_scaler, synchronize
 from tpme.methods.registry import Method, PrepareContext
 from tpme.scenarios.base import DataShape, TrainingSetup
@@ -55,14 +56,18 @@ def build_training(cfg: RunConfig, method: Method, bundle: DataBundle, device: t
     if cfg.train.compile:
         model.compile(dynamic=True)
     features = ItemFeatures(bundle, tower.needs, image_size, pad_id, states=tower.state_source)
-    loader_class = protocol.OfficialLoader if protocol.is_official(cfg) else TrainLoader
-    loader = loader_class(bundle, features, cfg.train.batch_size, seed=seed, static=graphs.used)
+    workers = protocol.loader_workers(cfg)
+    if protocol.is_official(cfg):
+        loader: TrainLoader = protocol.OfficialLoader(bundle, features, cfg.train.batch_size, seed=seed, static=graphs.used, workers=workers)
+    else:
+        loader = TrainLoader(bundle, features, cfg.train.batch_size, seed=seed, static=graphs.used)
     model.train()
     graphed_loss = prepare_graphs(graphs, model, next(loader.epoch(0)), device, cfg.train.precision) if graphs.used else None
     stepped = protocol.distributed(model, device, method.name) if protocol.is_official(cfg) else model
     trainer = Trainer(stepped, optimizer, grad_scaler(device, cfg.train.precision), device, cfg.train.precision, None, graphed_loss)
     execution = {"cuda_graphs": graphs.to_dict(), "static_shapes": loader.static, "optimizer": describe(optimizer), "protocol": cfg.protocol,
-                 "ddp": stepped is not model, "learning_rates": {g.get("name", "all"): g["lr"] for g in optimizer.param_groups}}
+                 "ddp": stepped is not model, "learning_rates": {g.get("name", "all"): g["lr"] for g in optimizer.param_groups},
+                 "loader": {**describe_loader(workers), "prefetch_depth": cfg.train.prefetch, "pinned": device.type == "cuda"}}
     evaluator = Evaluator(bundle, features, device, cfg.train.precision, cfg.protocol) if cfg.train.eval or cfg.train.early_stop else None
     extras = None
     if protocol.is_official(cfg):  # the official epoch also validates, tests and saves a checkpoint
