@@ -78,7 +78,7 @@ def prepare_record(prep: PrepareEstimate) -> dict[str, Any]:
 def prepare_gpu_record(prep: PrepareEstimate, gpu: Gpu) -> dict[str, Any]:
     """The preparation pass on one GPU: its own process's needs (tensor peak + overhead)."""
     total = prep.memory.peak_bytes + runtime_overhead(prep.memory.peak_bytes, gpu).total
-    return {"prepare_total_memory_bytes": total, "prepare_fits": fits(prep.memory.peak_bytes, gpu)}
+    return {"prepare_total_memory_bytes": total, "prepare_predicted_reserved_bytes": reserved_for(prep.reserved_bytes, gpu), "prepare_fits": fits(prep.memory.peak_bytes, gpu)}
 
 
 def estimate_records(scenario: Scenario, cfg: Any, method: str, options: dict[str, str], gpus: list[Gpu], data: DataShape) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from tpme.estimate.allocator import replay
 from tpme.estimate.attention import gpu_attention
 from tpme.estimate.fake_model import fakify
 from tpme.estimate.memory import MemoryEstimate, TrainableMemTracker, peak_breakdown
@@ -26,6 +27,7 @@ from tpme.scenarios.base import DataShape, Scenario
 @dataclass(frozen=True)
 class PrepareEstimate:
     memory: MemoryEstimate  # the pass's peak (resident weights included) and its split
+    reserved_bytes: int  # the caching allocator's peak reserved memory over the pass (allocator.py)
     description: str
 
 
@@ -40,8 +42,10 @@ def estimate_prepare(scenario: Scenario, cfg: Any, method: Method, data: DataSha
     fakify(resident, mode)
     tracker = TrainableMemTracker()
     tracker.track_external(resident)
+    before = len(tracker.events)
     attention = gpu_attention() if target == "cuda" else contextlib.nullcontext()
     with attention, mode, tracker, torch.no_grad():
         held = spec.run()
     del held
-    return PrepareEstimate(peak_breakdown(tracker), spec.description)
+    reserved = replay(tracker.events[:before], tracker.events[before:])
+    return PrepareEstimate(peak_breakdown(tracker), reserved.peak_reserved, spec.description)
