@@ -166,7 +166,7 @@ def loop_overheads(cfg: RunConfig, data_path: Path, method: str, steps: int, rou
     device = resolve_device(cfg.train.device)
     with tempfile.TemporaryDirectory() as cache:
         setup = SCENARIO.build_training(cfg, get_method(method), data_path, device, cache, cfg.train.seed)
-        model, trainer = setup.model, setup.trainer
+        trainer = setup.trainer
         premade = [b.to(device) for b in islice(setup.loader.forever(), steps)]
         for b in premade[:2]:
             trainer.step(b)

@@ -420,7 +420,7 @@ def test_corrupt_lmdb_values_are_a_message_not_a_traceback(tmp_path, value):
 def test_users_file_that_never_ends_or_blocks_is_refused(tmp_path, capsys, kind):
     from tpme.datasets.synth_writer import write_synthetic_dataset
 
-    files = write_synthetic_dataset(tmp_path / "data", "tiny", image_size=8)
+    write_synthetic_dataset(tmp_path / "data", "tiny", image_size=8)
     users = tmp_path / "users.tsv"
     if kind == "fifo":
         os.mkfifo(users)

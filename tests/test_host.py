@@ -80,7 +80,7 @@ def test_contention_warning_fires_beside_a_cell(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     # three burners per core: beside the cell's own thread they take well over the cores it leaves
     # free plus the rule's half-core margin, whatever the scheduler does within a short window
-    with burners(per_core=3) as procs:
+    with burners(per_core=3):
         code = main(["run", "--preset", "ci", "--methods", "frozen", "--steps", "6", "--executor", "inprocess", "--out", str(out), "--no-report", "--quiet",
                      "--cache-dir", str(tmp_path / "cache")])
     captured = capsys.readouterr()

@@ -8,7 +8,6 @@ import threading
 import types
 from dataclasses import dataclass
 
-import pytest
 import torch
 
 from tpme.bench import probes

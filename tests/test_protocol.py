@@ -21,7 +21,6 @@ from tpme.results.record import Record
 from tpme.scenarios import get_scenario
 from tpme.scenarios.recommendation import protocol
 from tpme.scenarios.recommendation.config import preset
-from tpme.scenarios.recommendation.evaluate import Evaluator
 from tpme.scenarios.recommendation.model import OfficialRecommender, Recommender, assemble
 from tpme.scenarios.recommendation.ranking import hit_ndcg, mask_history, mask_whole_history, target_ranks
 from tpme.scenarios.recommendation.training import build_training, optimizer_for

@@ -5,8 +5,8 @@ item of a batch once) and only for the modalities the method's item tower reads.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
 import numpy as np
@@ -39,31 +39,27 @@ class ItemBatch:
     text_states: torch.Tensor | None = None  # [N, n_states, d] every hidden state's [CLS] row (STATES)
     image_states: torch.Tensor | None = None  # [N, n_states, d]
 
-    def to(self, device: torch.device, non_blocking: bool = False) -> "ItemBatch":
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=non_blocking)
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "ItemBatch":
+        """The batch with `fn` applied to every tensor it holds (absent fields stay None)."""
+        return ItemBatch(**{f.name: None if (t := getattr(self, f.name)) is None else fn(t) for f in fields(self)})
 
-        pixels = move(self.pixels)
-        if pixels is not None and pixels.dtype == torch.uint8:
-            pixels = pixels.float().div_(127.5).sub_(1.0)  # mean 0.5, std 0.5
-        return ItemBatch(move(self.item_ids), move(self.input_ids), move(self.attention_mask), pixels, move(self.text_states), move(self.image_states))
+    def to(self, device: torch.device, non_blocking: bool = False) -> "ItemBatch":
+        moved = self.map(lambda t: t.to(device, non_blocking=non_blocking))
+        if moved.pixels is not None and moved.pixels.dtype == torch.uint8:
+            moved.pixels = moved.pixels.float().div_(127.5).sub_(1.0)  # mean 0.5, std 0.5
+        return moved
 
     def padded(self, n: int) -> "ItemBatch":
         """The first rows of n, the rest zeros (id 0 is the padding item)."""
-        def pad(t: torch.Tensor | None) -> torch.Tensor | None:
-            if t is None:
-                return None
+        def pad(t: torch.Tensor) -> torch.Tensor:
             out = t.new_zeros((n, *t.shape[1:]))
             out[: len(t)] = t
             return out
 
-        return ItemBatch(pad(self.item_ids), pad(self.input_ids), pad(self.attention_mask), pad(self.pixels), pad(self.text_states), pad(self.image_states))
+        return self.map(pad)
 
     def pin_memory(self) -> "ItemBatch":
-        def pin(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.pin_memory()
-
-        return ItemBatch(pin(self.item_ids), pin(self.input_ids), pin(self.attention_mask), pin(self.pixels), pin(self.text_states), pin(self.image_states))
+        return self.map(torch.Tensor.pin_memory)
 
 
 @dataclass

@@ -102,9 +102,9 @@ def estimate_for_cell(scenario: Scenario, cfg: Any, method: str, options: dict[s
     from tpme.estimate.gpus import match_device_name
 
     target = "cuda" if device_type == "cuda" else "cpu"
-    est = estimate_step(scenario, cfg, get_method(method, options), data, batch=batch, target=target)
-    rec = {"target": target, **step_record(est)}
     gpu = match_device_name(device_name) if target == "cuda" else None
+    est = estimate_step(scenario, cfg, get_method(method, options), data, batch=batch, target=target, epoch_extras=gpu is not None)
+    rec = {"target": target, **step_record(est)}
     if gpu is not None:
         rec.update(gpu_record(est, gpu, data.steps_per_epoch(cfg.train.batch_size)))
     return rec

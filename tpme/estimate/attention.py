@@ -37,3 +37,8 @@ def gpu_attention() -> Iterator[None]:
         yield
     finally:
         F.scaled_dot_product_attention = original
+
+
+def attention_for(target: str) -> contextlib.AbstractContextManager:
+    """The attention an estimate for `target` runs: the GPU's fused kernel for "cuda", the CPU's own otherwise."""
+    return gpu_attention() if target == "cuda" else contextlib.nullcontext()

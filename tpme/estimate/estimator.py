@@ -14,7 +14,6 @@ forward-only passes run afterwards on the same fake model (extras.py).
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from tpme.device import grad_scaler
 from tpme.estimate.allocator import replay
-from tpme.estimate.attention import gpu_attention
+from tpme.estimate.attention import attention_for
 from tpme.estimate.cost import CostCounter, StepCost
 from tpme.estimate.ddp import fake_buckets
 from tpme.estimate.extras import ExtrasEstimate, estimate_extras
@@ -65,13 +64,14 @@ def prime_optimizer(optimizer: torch.optim.Optimizer, params: list[torch.nn.Para
     optimizer.zero_grad(set_to_none=True)
 
 
-def estimate_step(scenario: Scenario, cfg: Any, method: Method, data: DataShape, batch: Any = None, target: str = "cuda") -> StepEstimate:
+def estimate_step(scenario: Scenario, cfg: Any, method: Method, data: DataShape, batch: Any = None, target: str = "cuda", epoch_extras: bool = True) -> StepEstimate:
     """Peak memory and op costs of one steady-state training step.
 
     `batch`: a collated batch to use (its shapes; small index tensors' values); None
     synthesises the config's largest batch. `target`: "cuda" runs fused optimizers, fused
     attention (`gpu_attention`) and fp16 loss scaling as the harness does on a GPU; "cpu"
-    runs exactly what a CPU run does, to compare with a CPU measurement.
+    runs exactly what a CPU run does, to compare with a CPU measurement. `epoch_extras`:
+    also cost the protocol's per-epoch work besides training (only epoch times use it).
     """
     t0 = time.perf_counter()
     assembly = scenario.assemble(cfg, method, data, meta=True)
@@ -102,12 +102,11 @@ def estimate_step(scenario: Scenario, cfg: Any, method: Method, data: DataShape,
         if phase in PHASES:
             counter.phase = phase
 
-    attention = gpu_attention() if target == "cuda" else contextlib.nullcontext()
-    with attention, mode, tracker, known, counter:
+    with attention_for(target), mode, tracker, known, counter:
         on_device = fb.to(CPU)  # as Trainer.to_device: the normalised batch the step holds until it ends
         train_step(model, on_device, optimizer, scaler, CPU, precision, scenario.grad_clip(cfg), on_phase=on_phase)
     reserved = replay(tracker.events[:before], tracker.events[before:])
-    plan = scenario.epoch_extras_plan(cfg, method, data, assembly)
+    plan = scenario.epoch_extras_plan(cfg, method, data, assembly) if epoch_extras else None
     extras = estimate_extras(plan, model, optimizer, mode, known, target) if plan is not None else None
     return StepEstimate(
         memory=peak_breakdown(tracker),

@@ -9,14 +9,13 @@ optimizer's state, as `torch.save` writes them, at an assumed disk write bandwid
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from tpme.estimate.attention import gpu_attention
+from tpme.estimate.attention import attention_for
 from tpme.estimate.cost import CostCounter, StepCost
 from tpme.estimate.fake_model import fake_batch
 from tpme.estimate.shadow import KnownValues
@@ -57,8 +56,7 @@ def estimate_extras(plan: EpochExtrasPlan, model: nn.Module, optimizer: torch.op
         for piece in plan.pieces:
             inputs = fake_batch(piece.inputs, mode, known)
             counter = CostCounter()
-            attention = gpu_attention() if target == "cuda" else contextlib.nullcontext()
-            with attention, mode, known, counter, torch.no_grad():
+            with attention_for(target), mode, known, counter, torch.no_grad():
                 piece.run(model, inputs)
             pieces.append(PieceCost(piece.part, counter.cost, piece.repeats))
     finally:

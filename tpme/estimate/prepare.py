@@ -8,7 +8,6 @@ without autograd, as the real one runs.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from tpme.estimate.allocator import replay
-from tpme.estimate.attention import gpu_attention
+from tpme.estimate.attention import attention_for
 from tpme.estimate.fake_model import fakify
 from tpme.estimate.memory import MemoryEstimate, TrainableMemTracker, peak_breakdown
 from tpme.methods.registry import Method
@@ -43,8 +42,7 @@ def estimate_prepare(scenario: Scenario, cfg: Any, method: Method, data: DataSha
     tracker = TrainableMemTracker()
     tracker.track_external(resident)
     before = len(tracker.events)
-    attention = gpu_attention() if target == "cuda" else contextlib.nullcontext()
-    with attention, mode, tracker, torch.no_grad():
+    with attention_for(target), mode, tracker, torch.no_grad():
         held = spec.run()
     del held
     reserved = replay(tracker.events[:before], tracker.events[before:])

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         for lab in result.only_candidate:
             print(f"only in candidate: {lab}")
         n = len(result.regressions)
-        print(f"\nintervals: 95% seeded bootstrap over steps and repeats (time: ratio candidate/baseline; TPME: difference); "
-              f"a verdict needs the whole interval beyond the threshold")
+        print("\nintervals: 95% seeded bootstrap over steps and repeats (time: ratio candidate/baseline; TPME: difference); "
+              "a verdict needs the whole interval beyond the threshold")
         print(f"{n} regression(s) beyond the noise band (threshold {100 * threshold:g}%)" + (": " + ", ".join(f"{c.label} {c.metric}" for c in result.regressions) if n else ""))
     return 1 if args.fail_on_regression and result.regressions else 0

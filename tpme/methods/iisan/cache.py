@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from tpme.device import autocast, synchronize
 from tpme.errors import TpmeError
 from tpme.files import read_text
-from tpme.methods.iisan.options import STORAGE, storage_dtype
+from tpme.methods.iisan.options import STORAGE
 from tpme.methods.iisan.towers import cls_states
 
 FORMAT = 1
@@ -73,12 +74,12 @@ MANIFEST_LIMIT = 2**20  # a manifest is a few hundred bytes
 FINITE_CHUNK = 1 << 22  # elements checked at a time
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_number(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+    return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
 def parse_manifest(data: Any) -> dict[str, Any]:
@@ -92,8 +93,8 @@ def parse_manifest(data: Any) -> dict[str, Any]:
         raise ValueError(f"format {data.get('format')!r} is not {FORMAT}")
     checks = {
         "fingerprint": lambda v: isinstance(v, str), "dtype": lambda v: v in STORAGE, "precision": lambda v: isinstance(v, str),
-        "n_items": lambda v: _is_int(v) and v >= 0, "build_time_s": _is_number, "items_per_s": lambda v: v is None or _is_number(v),
-        "text_layers": lambda v: isinstance(v, list) and all(map(_is_int, v)), "image_layers": lambda v: isinstance(v, list) and all(map(_is_int, v)),
+        "n_items": lambda v: is_int(v) and v >= 0, "build_time_s": _is_number, "items_per_s": lambda v: v is None or _is_number(v),
+        "text_layers": lambda v: isinstance(v, list) and all(map(is_int, v)), "image_layers": lambda v: isinstance(v, list) and all(map(is_int, v)),
         "files": lambda v: isinstance(v, dict), "created": lambda v: v is None or isinstance(v, str),
     }
     for key, ok in checks.items():
@@ -106,9 +107,9 @@ def parse_manifest(data: Any) -> dict[str, Any]:
         if entry.get("name") != f"{modality}.npy":
             raise ValueError(f"{modality} file is named {entry.get('name')!r}, not {modality}.npy (a cache reads only its own folder)")
         shape = entry.get("shape")
-        if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n >= 0 for n in shape)):
+        if not (isinstance(shape, list) and len(shape) == 3 and all(is_int(n) and n >= 0 for n in shape)):
             raise ValueError(f"{modality} shape {shape!r} is not three non-negative integers")
-        if not (_is_int(entry.get("bytes")) and entry["bytes"] >= 0):
+        if not (is_int(entry.get("bytes")) and entry["bytes"] >= 0):
             raise ValueError(f"{modality} bytes {entry.get('bytes')!r} is not a non-negative integer")
         digest = entry.get("sha256")
         if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
@@ -129,19 +130,29 @@ def _finite(path: Path, dtype: str) -> bool:
     return True
 
 
-def verify(directory: Path, fp: str | None = None) -> tuple[dict[str, Any] | None, str]:
-    """(manifest, "ok") for a usable cache, else (manifest or None, the reason it is not)."""
+def read_manifest(directory: Path, fp: str | None, parse: Callable[[Any], dict[str, Any]], limit: int = MANIFEST_LIMIT) -> tuple[dict[str, Any] | None, str]:
+    """A key folder's manifest, checked by `parse` and against the fingerprint `fp`: (manifest,
+    "ok"), else (manifest or None, why the folder cannot be used). What every layout's verify
+    checks before its own files."""
     if directory.is_symlink():
         return None, "key folder is a symbolic link (a cache is a plain folder)"
     path = directory / MANIFEST
     if not path.is_file():
         return None, "missing" if not directory.exists() else "no manifest (interrupted build)"
     try:
-        manifest = parse_manifest(json.loads(read_text(path, MANIFEST_LIMIT, "cache manifest")))
+        manifest = parse(json.loads(read_text(path, limit, "cache manifest")))
     except (TpmeError, ValueError, RecursionError) as e:
         return None, f"unreadable manifest: {e}"
     if fp is not None and manifest["fingerprint"] != fp:
         return manifest, "fingerprint mismatch"
+    return manifest, "ok"
+
+
+def verify(directory: Path, fp: str | None = None) -> tuple[dict[str, Any] | None, str]:
+    """(manifest, "ok") for a usable cache, else (manifest or None, the reason it is not)."""
+    manifest, reason = read_manifest(directory, fp, parse_manifest)
+    if manifest is None or reason != "ok":
+        return manifest, reason
     for modality in MODALITIES:
         entry = manifest["files"][modality]
         f = directory / entry["name"]

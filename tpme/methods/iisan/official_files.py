@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import pickle
 import time
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ import torch
 from tqdm import tqdm
 
 from tpme.errors import TpmeError
-from tpme.files import read_text
 from tpme.methods.iisan import cache as hidden_cache
 
 FORMAT = 1
@@ -63,10 +61,6 @@ def root(cache_dir: str | Path) -> Path:
     return Path(cache_dir) / SUBDIR
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def parse_manifest(data: Any) -> dict[str, Any]:
     """The manifest when every field it is used for has its type, else ValueError with why."""
     if not isinstance(data, dict):
@@ -76,7 +70,7 @@ def parse_manifest(data: Any) -> dict[str, Any]:
     if not isinstance(data.get("fingerprint"), str) or data.get("dtype") != DTYPE:
         raise ValueError("fingerprint or dtype missing or of the wrong type")
     n = data.get("n_items")
-    if not (_is_int(n) and n >= 0):
+    if not (hidden_cache.is_int(n) and n >= 0):
         raise ValueError(f"n_items {n!r} is not a non-negative integer")
     if not isinstance(data.get("build_time_s"), (int, float)):
         raise ValueError("build_time_s missing")
@@ -85,10 +79,10 @@ def parse_manifest(data: Any) -> dict[str, Any]:
         if not isinstance(entry, dict):
             raise ValueError(f"{modality} files not listed")
         shape = entry.get("shape")
-        if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(s) and s > 0 for s in shape)):
+        if not (isinstance(shape, list) and len(shape) == 2 and all(hidden_cache.is_int(s) and s > 0 for s in shape)):
             raise ValueError(f"{modality} shape {shape!r} is not two positive integers")
         sizes = entry.get("bytes")
-        if not (isinstance(sizes, list) and len(sizes) == n and all(_is_int(s) and s > 0 for s in sizes)):
+        if not (isinstance(sizes, list) and len(sizes) == n and all(hidden_cache.is_int(s) and s > 0 for s in sizes)):
             raise ValueError(f"{modality} bytes is not one positive size per item")
         digest = entry.get("sha256")
         if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
@@ -98,17 +92,9 @@ def parse_manifest(data: Any) -> dict[str, Any]:
 
 def verify(directory: Path, fp: str | None = None) -> tuple[dict[str, Any] | None, str]:
     """(manifest, "ok") when every file is there with its size and the checksums match, else the reason."""
-    if directory.is_symlink():
-        return None, "key folder is a symbolic link (a cache is a plain folder)"
-    path = directory / hidden_cache.MANIFEST
-    if not path.is_file():
-        return None, "missing" if not directory.exists() else "no manifest (interrupted build)"
-    try:
-        manifest = parse_manifest(json.loads(read_text(path, MANIFEST_LIMIT, "cache manifest")))
-    except (TpmeError, ValueError, RecursionError) as e:
-        return None, f"unreadable manifest: {e}"
-    if fp is not None and manifest["fingerprint"] != fp:
-        return manifest, "fingerprint mismatch"
+    manifest, reason = hidden_cache.read_manifest(directory, fp, parse_manifest, MANIFEST_LIMIT)
+    if manifest is None or reason != "ok":
+        return manifest, reason
     for modality in PREFIX:
         entry = manifest["files"][modality]
         h = hashlib.sha256()
